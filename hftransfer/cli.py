@@ -1,0 +1,189 @@
+"""The ``hftransfer`` command line. User mistakes print one ``error:`` line and exit 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import HFTransferError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as for every other user error
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .engine import train
+
+    result = train(args.recipe, args.overrides, output_dir=args.output_dir,
+                   overwrite=args.overwrite, resume=args.resume)
+    if result.metrics is not None and _is_main():
+        summary = {s: result.metrics[s] for s in ("validation", "test") if s in result.metrics}
+        print(f"run saved to {result.run_dir}")
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(f"ok: {args.recipe} ({recipe.task_type}, strategy {recipe.strategy_name})")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .engine import evaluate_run
+
+    print(json.dumps(evaluate_run(args.run_dir, split=args.split, data=args.data), indent=2))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .engine import load_run
+
+    inputs = list(args.texts)
+    if args.file:
+        try:
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise HFTransferError(f"--file: cannot read {args.file!r} as UTF-8 text ({exc})") from None
+        inputs += [line for line in text.splitlines() if line.strip()]
+    if not inputs:
+        raise HFTransferError("predict: give texts as arguments or --file PATH (one per line, - for stdin)")
+    run = load_run(args.run_dir)
+    if getattr(run.task.options, "text_pair_column", None):
+        pairs = []
+        for line in inputs:
+            if "\t" not in line:
+                raise HFTransferError(
+                    "this run classifies sentence pairs: give each input as 'text<TAB>pair'"
+                )
+            pairs.append(tuple(line.split("\t", 1)))
+        inputs = pairs
+    results = run.task.predict(run.model, run.processor, inputs)
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False))
+    else:
+        for text, result in zip(inputs, results):
+            shown = text if isinstance(text, str) else " ||| ".join(text)
+            print(f"{result['label']}\t{result['score']:.4f}\t{shown}")
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from .registry import STRATEGIES, TASKS, _load_builtins
+
+    _load_builtins()
+    print("strategies:")
+    for name, cls in sorted(STRATEGIES.items()):
+        defaults = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
+        print(f"  {name:20s} {cls.description}")
+        print(f"  {'':20s} defaults: {defaults}")
+    print("tasks:")
+    for name, cls in sorted(TASKS.items()):
+        print(f"  {name:20s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    recipes = sorted(Path("recipes").glob("**/*.yaml")) if Path("recipes").is_dir() else []
+    print("recipes:" + ("" if recipes else " (none in ./recipes)"))
+    for path in recipes:
+        first = path.read_text(encoding="utf-8").splitlines()[:1]
+        print(f"  {str(path):40s} {first[0].lstrip('# ') if first else ''}")
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from .cards import write_card
+    from .engine import load_run
+
+    run = load_run(args.run_dir)
+    print(write_card(run.run_dir, run.recipe, run.metrics))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hftransfer", description=(
+        "Transfer a pretrained Hugging Face model to your task with one recipe."))
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a recipe into a run directory")
+    p.add_argument("recipe", help="YAML recipe file")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. strategy.name=lora")
+    p.add_argument("--output-dir", help="run directory (default: runs/<recipe name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("validate", help="check a recipe without training")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("evaluate", help="metrics of a run on a split or a data file")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="test", help="train, validation or test (default test)")
+    p.add_argument("--data", help="a data file with the recipe's columns, instead of a split")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="predict labels with a run")
+    p.add_argument("run_dir")
+    p.add_argument("texts", nargs="*", help="inputs (for pair tasks: 'text<TAB>pair')")
+    p.add_argument("--file", help="inputs, one per line; - reads stdin")
+    p.add_argument("--json", action="store_true", help='print a JSON list of {"label", "score"}')
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("card", help="re-render a run's model card (README.md)")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_card)
+
+    p = sub.add_parser("ls", help="list strategies, tasks and shipped recipes")
+    p.set_defaults(func=_ls)
+    return parser
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
+    logging.getLogger("hftransfer").setLevel(logging.INFO)
+    if not verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import datasets
+
+        datasets.logging.set_verbosity_error()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hftransfer`` console script and ``python -m hftransfer``."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Positionals after an option (`predict RUN --json "text"`, `train R --overwrite k=v`) are
+    # left over by argparse; they belong to the command's trailing list.
+    trailing = {"predict": "texts", "train": "overrides", "validate": "overrides"}.get(args.command)
+    if extra:
+        if trailing is None or any(e.startswith("-") and e != "-" for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        getattr(args, trailing).extend(extra)
+    try:
+        _quiet_libraries(args.verbose)
+        return args.func(args)
+    except HFTransferError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

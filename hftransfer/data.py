@@ -1,0 +1,324 @@
+"""Loading examples: local csv / json / jsonl / parquet (file, glob or folder) or a Hub dataset;
+seeded stratified validation carving; label budgets.
+
+Every check that can fail on user data fails here with one line naming the file (and row).
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import HFTransferError
+
+if TYPE_CHECKING:
+    import datasets
+
+    from .recipe import DataSpec
+    from .tasks import Task
+
+logger = logging.getLogger("hftransfer")
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
+           ".parquet": "parquet"}
+
+
+@dataclass
+class Splits:
+    """The prepared raw splits of a run (before tokenisation) and the label names."""
+
+    train: "datasets.Dataset"
+    validation: "datasets.Dataset | None"
+    test: "datasets.Dataset | None"
+    labels: list[str]
+
+
+def resolve_files(spec: str, where: str, extensions: tuple[str, ...] | None = None) -> list[Path]:
+    """A file, a glob or a folder of files -> the sorted list of files it names."""
+    if any(ch in spec for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True))
+        files = [f for f in files if f.is_file()]
+        if not files:
+            raise HFTransferError(f"{where}: no files match {spec!r}")
+        return files
+    path = Path(os.path.expanduser(spec))
+    if not path.exists():
+        raise HFTransferError(f"{where}: {spec!r} does not exist")
+    if path.is_dir():
+        exts = extensions or tuple(FORMATS)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+        if not files:
+            raise HFTransferError(
+                f"{where}: folder {spec!r} holds no data files ({', '.join(exts)})"
+            )
+        return files
+    return [path]
+
+
+def file_format(path: Path, declared: str | None, where: str) -> str:
+    if declared:
+        fmt = declared.lower()
+        if fmt not in set(FORMATS.values()):
+            raise HFTransferError(
+                f"data.format {declared!r} is not supported; use one of "
+                f"{', '.join(sorted(set(FORMATS.values())))}"
+            )
+        return fmt
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise HFTransferError(
+            f"{where}: cannot tell the format of {str(path)!r} from its extension; "
+            f"name it .csv/.tsv/.json/.jsonl/.parquet or set data.format"
+        )
+    return fmt
+
+
+def read_text(path: Path, where: str) -> str:
+    """The file's text, refusing what is unreadable, empty, binary or not UTF-8."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise HFTransferError(f"{where}: cannot read {str(path)!r}: {exc.strerror}") from None
+    if not raw.strip():
+        raise HFTransferError(f"{where}: {str(path)!r} is empty")
+    if b"\x00" in raw[:65536]:
+        raise HFTransferError(f"{where}: {str(path)!r} is a binary file, not text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise HFTransferError(
+            f"{where}: {str(path)!r} is not UTF-8 (bad byte at line {line}); re-save it as UTF-8"
+        ) from None
+
+
+def _read_csv(path: Path, where: str, delimiter: str) -> list[dict[str, str]]:
+    text = read_text(path, where)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        raise HFTransferError(f"{where}: {str(path)!r} line 1: {exc}") from None
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise HFTransferError(f"{where}: {str(path)!r} has no header row")
+    rows = []
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            if len(row) != len(header):
+                raise HFTransferError(
+                    f"{where}: {str(path)!r} line {reader.line_num}: expected {len(header)} "
+                    f"fields ({', '.join(header)}), found {len(row)}; quote fields that contain "
+                    f"{delimiter!r}"
+                )
+            rows.append(dict(zip(header, row)))
+    except csv.Error as exc:
+        raise HFTransferError(f"{where}: {str(path)!r} line {reader.line_num}: {exc}") from None
+    return rows
+
+
+def _read_jsonl(path: Path, where: str) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(read_text(path, where).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HFTransferError(
+                f"{where}: {str(path)!r} line {number} is not valid JSON ({exc.msg})"
+            ) from None
+        if not isinstance(row, dict):
+            raise HFTransferError(f"{where}: {str(path)!r} line {number} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _read_json(path: Path, where: str) -> list[dict[str, Any]]:
+    text = read_text(path, where)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # it is JSON Lines named .json
+            return _read_jsonl(path, where)
+        raise HFTransferError(
+            f"{where}: {str(path)!r} is not valid JSON (line {exc.lineno}: {exc.msg})"
+        ) from None
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))  # {"data": [...]}
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) != 1:
+            raise HFTransferError(f"{where}: {str(path)!r} has columns of different lengths")
+        keys = list(data)
+        return [dict(zip(keys, values)) for values in zip(*data.values())]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise HFTransferError(
+            f"{where}: {str(path)!r} must hold a list of records (objects), or be JSON Lines"
+        )
+    return data
+
+
+def read_files(spec: str, where: str, declared_format: str | None = None) -> "datasets.Dataset":
+    """Read a data entry (file, glob or folder) into one ``datasets.Dataset``."""
+    import datasets
+
+    parts = []
+    for path in resolve_files(spec, where):
+        fmt = file_format(path, declared_format, where)
+        if fmt == "parquet":
+            try:
+                parts.append(datasets.Dataset.from_parquet(str(path)))
+            except Exception as exc:  # pyarrow raises many types for a corrupt file
+                raise HFTransferError(
+                    f"{where}: {str(path)!r} is not a readable parquet file ({type(exc).__name__})"
+                ) from None
+            continue
+        if fmt in ("csv", "tsv"):
+            rows = _read_csv(path, where, "," if fmt == "csv" else "\t")
+        elif fmt == "jsonl":
+            rows = _read_jsonl(path, where)
+        else:
+            rows = _read_json(path, where)
+        if not rows:
+            raise HFTransferError(f"{where}: {str(path)!r} holds no rows")
+        try:
+            parts.append(datasets.Dataset.from_list(rows))
+        except Exception as exc:  # mixed types within a column
+            raise HFTransferError(
+                f"{where}: {str(path)!r} has inconsistent values in a column: {exc}"
+            ) from None
+    if len(parts) == 1:
+        return parts[0]
+    try:
+        return datasets.concatenate_datasets(parts)
+    except ValueError as exc:
+        raise HFTransferError(f"{where}: the files of {spec!r} have different columns ({exc})") from None
+
+
+def load_hub_splits(spec: "DataSpec") -> dict[str, "datasets.Dataset"]:
+    """The named splits of a Hub dataset (needs the network or the local HF cache)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(spec.dataset, spec.dataset_config)
+    except Exception as exc:
+        raise HFTransferError(
+            f"data.dataset: cannot load Hub dataset {spec.dataset!r}"
+            f"{f' (config {spec.dataset_config!r})' if spec.dataset_config else ''}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; check the id and "
+            f"the network, or point data.train at local files"
+        ) from None
+    out = {}
+    for role, name in (("train", spec.train_split), ("validation", spec.validation_split),
+                       ("test", spec.test_split)):
+        if name is None:
+            continue
+        if name in loaded:
+            out[role] = loaded[name]
+        elif role == "train":
+            raise HFTransferError(
+                f"data.train_split: {spec.dataset!r} has no split {name!r}; it has "
+                f"{', '.join(loaded)}"
+            )
+    return out
+
+
+def stratified_split(labels: list[Any] | None, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (keep, held_out): ``fraction`` of each label held out, at least one per label
+    with two or more examples."""
+    rng = np.random.default_rng(seed)
+    n = len(labels) if labels is not None else 0
+    groups: dict[Any, list[int]] = {}
+    for i, label in enumerate(labels if labels is not None else []):
+        groups.setdefault(label, []).append(i)
+    keep, held = [], []
+    for key in sorted(groups, key=str):
+        idx = np.array(groups[key])
+        rng.shuffle(idx)
+        k = int(round(fraction * len(idx)))
+        if k == 0 and len(idx) >= 2:
+            k = 1
+        held.extend(idx[:k].tolist())
+        keep.extend(idx[k:].tolist())
+    assert len(keep) + len(held) == n
+    return sorted(keep), sorted(held)
+
+
+def random_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(n)
+    k = max(1, int(round(fraction * n)))
+    return sorted(idx[k:].tolist()), sorted(idx[:k].tolist())
+
+
+def label_budget(labels: list[Any], per_label: int, seed: int) -> list[int]:
+    """Indices of ``per_label`` seeded examples of each label (all of a label that has fewer)."""
+    rng = np.random.default_rng(seed)
+    groups: dict[Any, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    chosen = []
+    for key in sorted(groups, key=str):
+        idx = np.array(groups[key])
+        rng.shuffle(idx)
+        if len(idx) < per_label:
+            logger.warning("label %r has only %d training examples (budget %d)", key, len(idx), per_label)
+        chosen.extend(idx[:per_label].tolist())
+    return sorted(chosen)
+
+
+def load_splits(spec: "DataSpec", task: "Task", seed: int) -> Splits:
+    """Read, check and split the data of a recipe for ``task``."""
+    if spec.dataset is not None:
+        raw = load_hub_splits(spec)
+    else:
+        raw = {}
+        for role in ("train", "validation", "test"):
+            entry = getattr(spec, role)
+            if entry is not None:
+                raw[role] = read_files(entry, f"data.{role}", spec.format)
+    for role, ds in raw.items():
+        raw[role] = task.check_split(ds, f"data.{role}")
+    labels = task.label_names(raw["train"], "data.train")
+    for role in ("validation", "test"):
+        if role in raw:
+            task.check_labels(raw[role], labels, f"data.{role}")
+
+    train = raw["train"]
+    validation = raw.get("validation")
+    if validation is None and spec.validation_fraction > 0:
+        if len(train) < 2:
+            raise HFTransferError("data.train has too few rows to carve a validation split")
+        stratify = task.stratify_keys(train)
+        if stratify is not None:
+            keep, held = stratified_split(stratify, spec.validation_fraction, seed)
+        else:
+            keep, held = random_split(len(train), spec.validation_fraction, seed)
+        logger.info("no validation split: holding out %d of %d training rows (seed %d)",
+                    len(held), len(train), seed)
+        train, validation = train.select(keep), train.select(held)
+
+    if spec.samples_per_label is not None:
+        keys = task.stratify_keys(train)
+        if keys is None:
+            raise HFTransferError(
+                f"data.samples_per_label does not apply to task {task.name!r}; use data.max_train_samples"
+            )
+        train = train.select(label_budget(keys, spec.samples_per_label, seed))
+    if spec.max_train_samples is not None and spec.max_train_samples < len(train):
+        rng = np.random.default_rng(seed)
+        train = train.select(sorted(rng.permutation(len(train))[: spec.max_train_samples].tolist()))
+    if len(train) == 0:
+        raise HFTransferError("data.train has no rows left after budgets")
+    return Splits(train=train, validation=validation, test=raw.get("test"), labels=labels)

@@ -1,0 +1,321 @@
+"""The engine: one Trainer subclass and one lifecycle (setup -> train -> evaluate -> save) for
+every strategy and task.
+
+The run directory is staged next to its final place and renamed when complete, so a crash
+never leaves a directory that looks like a finished run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import Trainer, TrainingArguments
+
+from .errors import HFTransferError
+from .recipe import Recipe, load_recipe
+from .registry import get_strategy, get_task
+
+logger = logging.getLogger("hftransfer")
+
+# What every run gets unless the strategy or the recipe says otherwise.
+KIT_DEFAULTS: dict[str, Any] = {
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64,
+    "weight_decay": 0.01,
+    # Batches of similar lengths: dynamic padding then pads SST-2-like data ~2x less.
+    "train_sampling_strategy": "group_by_length",
+    "eval_strategy": "no",
+    "save_strategy": "epoch",
+    "save_total_limit": 1,
+    "logging_strategy": "steps",
+    "logging_steps": 50,
+    "report_to": "none",
+    "seed": 0,
+}
+
+
+class TransferTrainer(Trainer):
+    """The Trainer with the strategy's hooks: extra loss terms and optimizer parameter groups."""
+
+    def __init__(self, *args: Any, strategy: Any, **kwargs: Any):
+        self.strategy = strategy
+        super().__init__(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(
+            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        if model.training:
+            extra = self.strategy.extra_loss(model)
+            if extra is not None:
+                loss = loss + extra
+        return (loss, outputs) if return_outputs else loss
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns: where the run went and its metrics."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def default_output_dir(recipe: Recipe) -> Path:
+    return Path("runs") / (recipe.name or "run")
+
+
+def staging_dir(run_dir: Path) -> Path:
+    """Where a run is built before it is renamed into place (also holds resumable checkpoints)."""
+    return run_dir.parent / f".{run_dir.name}.partial"
+
+
+def training_arguments(recipe: Recipe, strategy_cls: Any, output_dir: Path) -> TrainingArguments:
+    values = {**KIT_DEFAULTS, **strategy_cls.defaults, **recipe.train}
+    if values.get("load_best_model_at_end") and values.get("eval_strategy", "no") == "no":
+        values["eval_strategy"] = values.get("save_strategy", "epoch")
+    try:
+        return TrainingArguments(output_dir=str(output_dir), **values)
+    except (ValueError, TypeError) as exc:
+        raise HFTransferError(f"train: {str(exc).splitlines()[0]}") from None
+
+
+def train(
+    recipe: str | Path | dict | Recipe,
+    overrides: list[str] | None = None,
+    output_dir: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> RunResult:
+    """Run a recipe end to end and return the run directory and its metrics.
+
+    >>> result = train("recipes/quickstart.yaml", ["train.num_train_epochs=1"])
+    >>> result.metrics["test"]["accuracy"]
+    """
+    from .data import load_splits
+    from .models import load_tokenizer, public_name, resolve
+    from .strategies import count_parameters
+
+    recipe = load_recipe(recipe, overrides)
+    run_dir = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
+    stage = staging_dir(run_dir)
+    main = _is_main_process()
+    if run_dir.exists() and not overwrite:
+        raise HFTransferError(
+            f"output directory {str(run_dir)!r} already exists; pass --overwrite to replace it "
+            "or --output-dir to write elsewhere"
+        )
+    if run_dir.exists() and not (run_dir.is_dir() and _looks_like_run(run_dir) or not any(run_dir.iterdir())):
+        raise HFTransferError(
+            f"output directory {str(run_dir)!r} exists and is not an hftransfer run; "
+            "refusing to replace it"
+        )
+    checkpoint = None
+    if resume:
+        checkpoint = _last_checkpoint(stage / "checkpoints")
+        if checkpoint is None:
+            raise HFTransferError(
+                f"--resume: no checkpoint to resume under {str(stage / 'checkpoints')!r}"
+            )
+    elif main and stage.exists():
+        shutil.rmtree(stage)  # leftovers of a crashed run that is not being resumed
+
+    task = get_task(recipe.task_type)(recipe.task_options)
+    strategy_cls = get_strategy(recipe.strategy_name)
+    strategy = strategy_cls(recipe.strategy_options, task)
+    args = training_arguments(recipe, strategy_cls, stage / "checkpoints")
+    data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
+
+    started = time.perf_counter()
+    splits = load_splits(recipe.data, task, data_seed)
+    location = resolve(recipe.model)
+    tokenizer = load_tokenizer(location, recipe.model)
+    from transformers import set_seed
+
+    set_seed(args.seed)
+    model = strategy.build_model(recipe.model, splits.labels)
+    model = strategy.prepare(model)
+    params = count_parameters(model)
+    logger.info("%s: %s of %s parameters train (%.2f%%)", strategy.name,
+                f"{params['trainable']:,}", f"{params['total']:,}",
+                100 * params["trainable"] / max(params["total"], 1))
+
+    train_ds = task.preprocess(splits.train, tokenizer, splits.labels)
+    # Evaluation order does not change metrics; sorting by length removes most padding.
+    evals = {name: task.preprocess(ds, tokenizer, splits.labels).sort("length")
+             for name, ds in (("validation", splits.validation), ("test", splits.test))
+             if ds is not None}
+
+    trainer = TransferTrainer(
+        model=model,
+        args=args,
+        strategy=strategy,
+        train_dataset=train_ds,
+        eval_dataset=evals.get("validation"),
+        processing_class=tokenizer,
+        data_collator=task.collator(tokenizer),
+        compute_metrics=task.compute_metrics(splits.labels),
+        callbacks=strategy.callbacks(),
+    )
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    train_seconds = time.perf_counter() - started
+
+    metrics: dict[str, Any] = {
+        "strategy": strategy.name,
+        "base_model": public_name(recipe.model),
+        "task": task.name,
+        "labels": splits.labels,
+        "data": {"train": len(splits.train),
+                 "validation": len(splits.validation) if splits.validation is not None else 0,
+                 "test": len(splits.test) if splits.test is not None else 0},
+    }
+    # Model selection happened on validation; test is read once, here, at the very end.
+    for name, ds in evals.items():
+        metrics[name] = task_metrics(trainer.evaluate(ds, metric_key_prefix=name), name)
+    metrics["params"] = params
+    metrics["train"] = {
+        "runtime_s": round(float(output.metrics.get("train_runtime", 0.0)), 3),
+        "samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),
+        "wall_s": round(train_seconds, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "world_size": int(args.world_size),
+        "steps": int(output.global_step),
+        "loss": round(float(output.training_loss), 6),
+    }
+    if main:
+        _write_run(stage, run_dir, recipe, strategy, trainer, tokenizer, metrics, overwrite)
+    return RunResult(run_dir=run_dir, metrics=metrics)
+
+
+def _write_run(stage: Path, run_dir: Path, recipe: Recipe, strategy: Any, trainer: Trainer,
+               tokenizer: Any, metrics: dict[str, Any], overwrite: bool) -> None:
+    from .cards import write_card
+
+    stage.mkdir(parents=True, exist_ok=True)
+    strategy.save(trainer.model, stage)
+    tokenizer.save_pretrained(stage)
+    (stage / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+    logs = stage / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+    write_card(stage, recipe, metrics)
+    # metrics.json last: its presence marks a finished run.
+    (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if run_dir.exists():
+        if not overwrite:  # appeared while we trained
+            raise HFTransferError(f"output directory {str(run_dir)!r} appeared during training; "
+                                  f"the finished run is in {str(stage)!r}")
+        trash = run_dir.parent / f".{run_dir.name}.old"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(run_dir, trash)
+        os.replace(stage, run_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage, run_dir)
+    logger.info("run saved to %s", run_dir)
+
+
+def _looks_like_run(path: Path) -> bool:
+    return (path / "recipe.yaml").exists() or (path / "metrics.json").exists()
+
+
+def _last_checkpoint(directory: Path) -> Path | None:
+    if not directory.is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(directory))
+    return Path(found) if found else None
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+# --------------------------------------------------------------------------- using a finished run
+
+
+@dataclass
+class LoadedRun:
+    """A finished run directory loaded for inference."""
+
+    run_dir: Path
+    recipe: Recipe
+    task: Any
+    model: Any
+    processor: Any
+    metrics: dict[str, Any]
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Load a run directory (its recipe, model and tokenizer) for ``predict``/``evaluate``."""
+    from .models import ModelSpec, load_tokenizer
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise HFTransferError(f"{str(path)!r} is not a directory; pass a run directory of hftransfer train")
+    if not (path / "recipe.yaml").exists() or not (path / "metrics.json").exists():
+        raise HFTransferError(
+            f"{str(path)!r} is not a finished hftransfer run (no recipe.yaml/metrics.json)"
+        )
+    recipe = load_recipe(path / "recipe.yaml")
+    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    task = get_task(recipe.task_type)(recipe.task_options)
+    strategy = get_strategy(recipe.strategy_name)(recipe.strategy_options, task)
+    model = strategy.load_trained(path, recipe.model)
+    model.eval()
+    processor = load_tokenizer(str(path), ModelSpec(name_or_path=str(path)))
+    return LoadedRun(path, recipe, task, model, processor, metrics)
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = None) -> dict[str, Any]:
+    """Metrics of a finished run on one of its recipe's splits, or on a data file."""
+    from .data import load_splits, read_files
+
+    run = load_run(run_dir)
+    labels = run.metrics.get("labels") or [run.model.config.id2label[i] for i in sorted(run.model.config.id2label)]
+    if data is not None:
+        ds = run.task.check_split(read_files(data, "--data", run.recipe.data.format), "--data")
+    else:
+        if split not in ("train", "validation", "test"):
+            raise HFTransferError(f"--split must be train, validation or test, got {split!r}")
+        splits = load_splits(run.recipe.data, run.task, run.recipe.data.seed
+                             if run.recipe.data.seed is not None else run.recipe.train.get("seed", 0))
+        ds = getattr(splits, split)
+        if ds is None:
+            raise HFTransferError(f"the run's recipe has no {split} split; pass --data PATH")
+    run.task.check_labels(ds, labels, data or f"data.{split}")
+    encoded = run.task.preprocess(ds, run.processor, labels).sort("length")
+    import tempfile
+
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="hftransfer-eval-"), report_to="none",
+                             per_device_eval_batch_size=64, disable_tqdm=True)
+    trainer = Trainer(model=run.model, args=args, processing_class=run.processor,
+                      data_collator=run.task.collator(run.processor),
+                      compute_metrics=run.task.compute_metrics(labels))
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for callback in (PrinterCallback, ProgressCallback):  # stdout carries only our JSON
+        trainer.remove_callback(callback)
+    return task_metrics(trainer.evaluate(encoded, metric_key_prefix="eval"), "eval")
+
+
+def task_metrics(result: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The task's metrics out of ``Trainer.evaluate``'s dict, without the prefix and timings."""
+    timing = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch")
+    return {key[len(prefix) + 1:]: value for key, value in result.items()
+            if key.startswith(prefix + "_") and key[len(prefix) + 1:] not in timing}
