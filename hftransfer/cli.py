@@ -157,6 +157,7 @@ def _quiet_libraries(verbose: bool) -> None:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import datasets
 

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -102,7 +102,8 @@ def read_text(path: Path, where: str) -> str:
 
 def _read_csv(path: Path, where: str, delimiter: str) -> list[dict[str, str]]:
     text = read_text(path, where)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # strict: an unterminated quote is an error, not a field that swallows the rest of the file
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except csv.Error as exc:
@@ -169,12 +170,33 @@ def _read_json(path: Path, where: str) -> list[dict[str, Any]]:
     return data
 
 
-def read_files(spec: str, where: str, declared_format: str | None = None) -> "datasets.Dataset":
-    """Read a data entry (file, glob or folder) into one ``datasets.Dataset``."""
+def _mixed_column(rows: list[dict[str, Any]]) -> str:
+    """Name the first column whose values have different types, and where they change."""
+    for column in rows[0]:
+        kinds: dict[type, int] = {}
+        for number, row in enumerate(rows, start=1):
+            value = row.get(column)
+            if value is not None:
+                kinds.setdefault(type(value), number)
+        if len(kinds) > 1:
+            (first, _), (other, at) = sorted(kinds.items(), key=lambda kv: kv[1])[:2]
+            return (f"column {column!r} holds {first.__name__} values and, from row {at}, "
+                    f"{other.__name__} values")
+    return "a column holds values of different types"
+
+
+def read_files(spec: str, where: str, declared_format: str | None = None,
+               check: Callable[["datasets.Dataset", str], "datasets.Dataset"] | None = None,
+               ) -> "datasets.Dataset":
+    """Read a data entry (file, glob or folder) into one ``datasets.Dataset``.
+
+    ``check(dataset, where)`` runs on each file before they are joined, so that a bad row is
+    reported with its own file and row number."""
     import datasets
 
     parts = []
-    for path in resolve_files(spec, where):
+    paths = resolve_files(spec, where)
+    for path in paths:
         fmt = file_format(path, declared_format, where)
         if fmt == "parquet":
             try:
@@ -194,16 +216,26 @@ def read_files(spec: str, where: str, declared_format: str | None = None) -> "da
             raise HFTransferError(f"{where}: {str(path)!r} holds no rows")
         try:
             parts.append(datasets.Dataset.from_list(rows))
-        except Exception as exc:  # mixed types within a column
+        except Exception:  # pyarrow cannot type a column whose values mix types
             raise HFTransferError(
-                f"{where}: {str(path)!r} has inconsistent values in a column: {exc}"
+                f"{where}: {str(path)!r}: {_mixed_column(rows)}; make them one type"
             ) from None
+    if check is not None:
+        file_where = (lambda p: f"{where} ({str(p)!r})") if len(parts) > 1 else (lambda p: where)
+        parts = [check(part, file_where(path)) for part, path in zip(parts, paths)]
     if len(parts) == 1:
         return parts[0]
+    for part, path in zip(parts[1:], paths[1:]):
+        if sorted(part.column_names) != sorted(parts[0].column_names):
+            raise HFTransferError(
+                f"{where}: the files have different columns: {str(path)!r} has "
+                f"{', '.join(part.column_names)}, {str(paths[0])!r} has "
+                f"{', '.join(parts[0].column_names)}; give every file the same columns"
+            )
     try:
         return datasets.concatenate_datasets(parts)
     except ValueError as exc:
-        raise HFTransferError(f"{where}: the files of {spec!r} have different columns ({exc})") from None
+        raise HFTransferError(f"{where}: the files of {spec!r} cannot be joined ({exc})") from None
 
 
 def load_hub_splits(spec: "DataSpec") -> dict[str, "datasets.Dataset"]:
@@ -287,9 +319,10 @@ def load_splits(spec: "DataSpec", task: "Task", seed: int) -> Splits:
         for role in ("train", "validation", "test"):
             entry = getattr(spec, role)
             if entry is not None:
-                raw[role] = read_files(entry, f"data.{role}", spec.format)
-    for role, ds in raw.items():
-        raw[role] = task.check_split(ds, f"data.{role}")
+                raw[role] = read_files(entry, f"data.{role}", spec.format, check=task.check_split)
+    if spec.dataset is not None:
+        for role, ds in raw.items():
+            raw[role] = task.check_split(ds, f"data.{role}")
     labels = task.label_names(raw["train"], "data.train")
     for role in ("validation", "test"):
         if role in raw:

@@ -78,13 +78,12 @@ def staging_dir(run_dir: Path) -> Path:
 
 
 def training_arguments(recipe: Recipe, strategy_cls: Any, output_dir: Path) -> TrainingArguments:
+    from .recipe import make_training_arguments
+
     values = {**KIT_DEFAULTS, **strategy_cls.defaults, **recipe.train}
     if values.get("load_best_model_at_end") and values.get("eval_strategy", "no") == "no":
         values["eval_strategy"] = values.get("save_strategy", "epoch")
-    try:
-        return TrainingArguments(output_dir=str(output_dir), **values)
-    except (ValueError, TypeError) as exc:
-        raise HFTransferError(f"train: {str(exc).splitlines()[0]}") from None
+    return make_training_arguments(values, str(output_dir))
 
 
 def train(
@@ -100,13 +99,15 @@ def train(
     >>> result.metrics["test"]["accuracy"]
     """
     from .data import load_splits
-    from .models import load_tokenizer, public_name, resolve
+    from .models import load_config, load_tokenizer, public_name, resolve
     from .strategies import count_parameters
 
     recipe = load_recipe(recipe, overrides)
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
     stage = staging_dir(run_dir)
     main = _is_main_process()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise HFTransferError(f"output directory {str(run_dir)!r} is a file; choose another --output-dir")
     if run_dir.exists() and not overwrite:
         raise HFTransferError(
             f"output directory {str(run_dir)!r} already exists; pass --overwrite to replace it "
@@ -124,8 +125,6 @@ def train(
             raise HFTransferError(
                 f"--resume: no checkpoint to resume under {str(stage / 'checkpoints')!r}"
             )
-    elif main and stage.exists():
-        shutil.rmtree(stage)  # leftovers of a crashed run that is not being resumed
 
     task = get_task(recipe.task_type)(recipe.task_options)
     strategy_cls = get_strategy(recipe.strategy_name)
@@ -134,9 +133,13 @@ def train(
     data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
 
     started = time.perf_counter()
-    splits = load_splits(recipe.data, task, data_seed)
+    # Every check of the user's input runs before anything is written or deleted.
     location = resolve(recipe.model)
+    strategy.check_model(load_config(location, recipe.model))
+    splits = load_splits(recipe.data, task, data_seed)
     tokenizer = load_tokenizer(location, recipe.model)
+    if not resume and main and stage.exists():
+        shutil.rmtree(stage)  # leftovers of a crashed run that is not being resumed
     from transformers import set_seed
 
     set_seed(args.seed)
@@ -273,7 +276,12 @@ def load_run(run_dir: str | Path) -> LoadedRun:
             f"{str(path)!r} is not a finished hftransfer run (no recipe.yaml/metrics.json)"
         )
     recipe = load_recipe(path / "recipe.yaml")
-    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    try:
+        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise HFTransferError(
+            f"{str(path / 'metrics.json')!r} is damaged; retrain the run or restore the file"
+        ) from None
     task = get_task(recipe.task_type)(recipe.task_options)
     strategy = get_strategy(recipe.strategy_name)(recipe.strategy_options, task)
     model = strategy.load_trained(path, recipe.model)
@@ -286,13 +294,17 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
     """Metrics of a finished run on one of its recipe's splits, or on a data file."""
     from .data import load_splits, read_files
 
+    if data is None and split not in ("train", "validation", "test"):
+        raise HFTransferError(f"--split must be train, validation or test, got {split!r}")
+    if data is not None:
+        from .data import resolve_files
+
+        resolve_files(data, "--data")  # a missing file is reported before the model loads
     run = load_run(run_dir)
     labels = run.metrics.get("labels") or [run.model.config.id2label[i] for i in sorted(run.model.config.id2label)]
     if data is not None:
-        ds = run.task.check_split(read_files(data, "--data", run.recipe.data.format), "--data")
+        ds = read_files(data, "--data", run.recipe.data.format, check=run.task.check_split)
     else:
-        if split not in ("train", "validation", "test"):
-            raise HFTransferError(f"--split must be train, validation or test, got {split!r}")
         splits = load_splits(run.recipe.data, run.task, run.recipe.data.seed
                              if run.recipe.data.seed is not None else run.recipe.train.get("seed", 0))
         ds = getattr(splits, split)

@@ -138,8 +138,19 @@ def load_pretrained(auto_class: Any, location: str, spec: ModelSpec, **kwargs: A
         ) from None
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
+                   "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+
+
 def load_tokenizer(location: str, spec: ModelSpec):
     from transformers import AutoTokenizer
+
+    if Path(location).is_dir() and not any((Path(location) / f).exists() for f in TOKENIZER_FILES):
+        # transformers would build an empty tokenizer that maps every word to [UNK]
+        raise HFTransferError(
+            f"model {spec.name_or_path!r} has no tokenizer files (tokenizer.json, vocab.txt, ...); "
+            "save the tokenizer next to the weights (tokenizer.save_pretrained(DIR))"
+        )
 
     try:
         return AutoTokenizer.from_pretrained(

@@ -67,6 +67,13 @@ class DataSpec:
     """Seed for splits and budgets; defaults to ``train.seed``."""
 
     def __post_init__(self) -> None:
+        from .data import FORMATS
+
+        if self.format is not None and self.format.lower() not in set(FORMATS.values()):
+            raise HFTransferError(
+                f"data.format {self.format!r} is not supported; use one of "
+                f"{', '.join(sorted(set(FORMATS.values())))}"
+            )
         if not 0.0 <= self.validation_fraction < 1.0:
             raise HFTransferError(
                 f"data.validation_fraction must be in [0, 1), got {self.validation_fraction}"
@@ -197,7 +204,7 @@ def build(cls: type, data: Any, where: str, skip: tuple[str, ...] = ()) -> Any:
         raise HFTransferError(f"{where} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in skip}
-    public = sorted(n for n in fields if n not in ("task_options", "strategy_options"))
+    public = sorted([n for n in fields if n not in ("task_options", "strategy_options")] + list(skip))
     kwargs = {}
     for key, value in data.items():
         if key in skip:
@@ -246,9 +253,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``2e-4`` as a float (YAML 1.1 wants ``2.0e-4``)."""
+    """SafeLoader with YAML 1.2 scalars: ``2e-4`` is a float (YAML 1.1 wants ``2.0e-4``) and only
+    true/false are booleans (so ``save_strategy: no`` stays the string "no")."""
 
 
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     __import__("re").compile(
@@ -399,4 +416,28 @@ def validate_training_arguments(train: dict[str, Any]) -> dict[str, Any]:
             "per_device_eval_batch_size", "weight_decay", "warmup_steps",
         ):
             raise HFTransferError(f"train.{key} must not be negative, got {value}")
+    make_training_arguments(out, "/nonexistent/hftransfer-validation")  # values TrainingArguments rejects
     return out
+
+
+def make_training_arguments(values: dict[str, Any], output_dir: str):
+    """``TrainingArguments(**values)``; a rejected value becomes an error naming its key."""
+    from transformers import TrainingArguments
+
+    try:
+        return TrainingArguments(output_dir=output_dir, **values)
+    except (ValueError, TypeError) as exc:
+        message = str(exc).splitlines()[0]
+        culprit = next((k for k in values if _rejects(k, values[k])), None)
+        where = f"train.{culprit}" if culprit else "train"
+        raise HFTransferError(f"{where}: {message}") from None
+
+
+def _rejects(key: str, value: Any) -> bool:
+    from transformers import TrainingArguments
+
+    try:
+        TrainingArguments(output_dir="/nonexistent/hftransfer-validation", **{key: value})
+        return False
+    except (ValueError, TypeError):
+        return True

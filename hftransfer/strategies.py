@@ -75,6 +75,9 @@ class Strategy:
         self.new_modules = sorted({k.rsplit(".", 1)[0] for k in new})
         return model
 
+    def check_model(self, config) -> None:
+        """Checks of the recipe against the source model's config, before any weights load."""
+
     def prepare(self, model):
         """Freeze or wrap the model before training; returns the model to train."""
         return model
@@ -164,7 +167,7 @@ class PeftAdapter(Strategy):
     """
 
     description = "PEFT adapter (LoRA r=8 by default, any PEFT method via peft.method) + new head"
-    defaults = {"learning_rate": 5e-4, "num_train_epochs": 3, "warmup_steps": 0.1}
+    defaults = {"learning_rate": 1e-3, "num_train_epochs": 3, "warmup_steps": 0.1}
     saves_adapter = True
 
     @dataclass
@@ -176,10 +179,12 @@ class PeftAdapter(Strategy):
 
     @classmethod
     def validate_recipe(cls, recipe):
-        cls.peft_config(recipe.strategy_options, "SEQ_CLS")
+        from .registry import get_task
+
+        cls.peft_config(recipe.strategy_options, get_task(recipe.task_type).peft_task_type)
 
     @classmethod
-    def peft_config(cls, options, task_type: str, target_modules: Any = None):
+    def peft_config(cls, options, task_type: str):
         kwargs = dict(options.peft)
         method = str(kwargs.pop("method", "lora"))
         config_cls = _peft_config_class(method)
@@ -188,8 +193,6 @@ class PeftAdapter(Strategy):
         for key in ("task_type", "peft_type"):
             if key in kwargs:
                 raise HFTransferError(f"strategy.peft.{key} is set by the kit; remove it")
-        if target_modules is not None and "target_modules" not in kwargs:
-            kwargs["target_modules"] = target_modules
         try:
             return config_cls(task_type=task_type, **kwargs)
         except TypeError as exc:
@@ -202,13 +205,19 @@ class PeftAdapter(Strategy):
         except ValueError as exc:
             raise HFTransferError(f"strategy.peft: {str(exc).splitlines()[0]}") from None
 
+    def check_model(self, config):
+        targets = self.options.peft.get("target_modules")
+        if targets is None:
+            return
+        import torch
+
+        with torch.device("meta"):  # the module tree without allocating weights
+            skeleton = self.task.auto_class.from_config(config)
+        _check_targets(targets, [n for n, _ in skeleton.named_modules() if n])
+
     def prepare(self, model):
         from peft import get_peft_model
 
-        targets = self.options.peft.get("target_modules")
-        names = [n for n, _ in model.named_modules() if n]
-        if targets is not None:
-            _check_targets(targets, names)
         config = self.peft_config(self.options, self.task.peft_task_type)
         if getattr(config, "target_modules", "unset") is None and hasattr(config, "target_modules"):
             from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known
