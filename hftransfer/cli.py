@@ -154,7 +154,13 @@ def _quiet_libraries(verbose: bool) -> None:
     logging.basicConfig(format="%(message)s", level=logging.INFO)
     logging.getLogger("hftransfer").setLevel(logging.INFO)
     if not verbose:
+        import warnings
+
         import transformers
+
+        # Deprecation chatter from pyarrow/torch internals is for library authors, not users.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars

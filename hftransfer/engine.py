@@ -59,6 +59,24 @@ class TransferTrainer(Trainer):
                 loss = loss + extra
         return (loss, outputs) if return_outputs else loss
 
+    def create_optimizer(self, model=None):
+        groups = self.strategy.parameter_groups(self.model)
+        if groups is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        decay = set(self.get_decay_parameter_names(self.model))
+        param_groups = []
+        for named, scale in groups:
+            for decayed in (True, False):
+                params = [p for n, p in named if (n in decay) == decayed]
+                if params:
+                    param_groups.append({
+                        "params": params, "lr": self.args.learning_rate * scale,
+                        "weight_decay": self.args.weight_decay if decayed else 0.0,
+                    })
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+        self.optimizer = optimizer_cls(param_groups, **kwargs)
+        return self.optimizer
+
 
 @dataclass
 class RunResult:
@@ -80,7 +98,11 @@ def staging_dir(run_dir: Path) -> Path:
 def training_arguments(recipe: Recipe, strategy_cls: Any, output_dir: Path) -> TrainingArguments:
     from .recipe import make_training_arguments
 
-    values = {**KIT_DEFAULTS, **strategy_cls.defaults, **recipe.train}
+    import torch
+
+    # Pinned memory only helps copies to a GPU (and warns on every dataloader without one).
+    device_defaults = {"dataloader_pin_memory": torch.cuda.is_available()}
+    values = {**KIT_DEFAULTS, **device_defaults, **strategy_cls.defaults, **recipe.train}
     if values.get("load_best_model_at_end") and values.get("eval_strategy", "no") == "no":
         values["eval_strategy"] = values.get("save_strategy", "epoch")
     return make_training_arguments(values, str(output_dir))
@@ -183,6 +205,9 @@ def train(
     for name, ds in evals.items():
         metrics[name] = task_metrics(trainer.evaluate(ds, metric_key_prefix=name), name)
     metrics["params"] = params
+    transfer = strategy.report(trainer.model)
+    if transfer:
+        metrics["transfer"] = transfer
     metrics["train"] = {
         "runtime_s": round(float(output.metrics.get("train_runtime", 0.0)), 3),
         "samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),
@@ -223,7 +248,6 @@ def _write_run(stage: Path, run_dir: Path, recipe: Recipe, strategy: Any, traine
     else:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         os.replace(stage, run_dir)
-    logger.info("run saved to %s", run_dir)
 
 
 def _looks_like_run(path: Path) -> bool:
