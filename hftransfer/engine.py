@@ -122,7 +122,6 @@ def train(
     """
     from .data import load_splits
     from .models import load_config, load_tokenizer, public_name, resolve
-    from .strategies import count_parameters
 
     recipe = load_recipe(recipe, overrides)
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
@@ -167,7 +166,7 @@ def train(
     set_seed(args.seed)
     model = strategy.build_model(recipe.model, splits.labels)
     model = strategy.prepare(model)
-    params = count_parameters(model)
+    params = strategy.count_parameters(model)
     logger.info("%s: %s of %s parameters train (%.2f%%)", strategy.name,
                 f"{params['trainable']:,}", f"{params['total']:,}",
                 100 * params["trainable"] / max(params["total"], 1))
@@ -178,6 +177,8 @@ def train(
              for name, ds in (("validation", splits.validation), ("test", splits.test))
              if ds is not None}
 
+    train_ds, evals, collator = strategy.prepare_data(train_ds, evals, task.collator(tokenizer))
+
     trainer = TransferTrainer(
         model=model,
         args=args,
@@ -185,7 +186,7 @@ def train(
         train_dataset=train_ds,
         eval_dataset=evals.get("validation"),
         processing_class=tokenizer,
-        data_collator=task.collator(tokenizer),
+        data_collator=collator,
         compute_metrics=task.compute_metrics(splits.labels),
         callbacks=strategy.callbacks(),
     )

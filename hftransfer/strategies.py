@@ -99,6 +99,14 @@ class Strategy:
         """Strategy facts for metrics.json["transfer"] after training."""
         return {}
 
+    def prepare_data(self, train_ds, evals: dict[str, Any], collator):
+        """Turn the tokenised splits into what the prepared model trains on (default: as is)."""
+        return train_ds, evals, collator
+
+    def count_parameters(self, model) -> dict[str, int]:
+        """Trainable and total parameters of what this strategy trains and saves."""
+        return count_parameters(model)
+
     def callbacks(self) -> list:
         """TrainerCallbacks the strategy needs (schedules of unfreezing, ...)."""
         return []

@@ -1,0 +1,289 @@
+"""Feature extraction: a frozen encoder runs once over each split, its pooled features are cached
+on disk, and only a new head (linear probe or MLP) trains on them — in seconds per epoch.
+
+The run is saved as a plain ``AutoModelForSequenceClassification`` that ``pipeline()`` loads and
+that computes exactly what was trained:
+
+* the head maps onto the architecture's own classification head, a dense layer with tanh and an
+  output layer (BERT's pooler + classifier, RoBERTa's classifier.dense + out_proj): an MLP head is
+  that pair; a linear head is ``W·tanh(εz)/ε`` (the dense layer is ``εI``), trained as such;
+* mean pooling becomes one appended encoder layer whose attention is uniform over the real
+  tokens (zero queries) and whose value projection is ``c·I``: its first-token output is the
+  layer-normalised mean of the tokens (the residual first token is ``1/c`` of the sum and
+  vanishes under LayerNorm). Features are read from that same layer, so nothing is approximated.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import HFTransferError
+from .models import resolve
+from .registry import register_strategy
+from .strategies import Strategy
+
+logger = logging.getLogger("hftransfer")
+
+LINEAR_EPS = 1e-2  # linear head through the tanh dense layer: tanh(εz)/ε ≈ z, exact by training on it
+MEAN_VALUE_SCALE = 1e4  # value projection c·I of the averaging layer: the residual weighs 1/c
+
+
+def cache_root() -> Path:
+    """``$HFTRANSFER_CACHE``, else ``<HF cache home>/hftransfer``."""
+    if os.environ.get("HFTRANSFER_CACHE"):
+        return Path(os.environ["HFTRANSFER_CACHE"])
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "hftransfer"
+
+
+def _head_pair(model) -> tuple[nn.Linear, nn.Linear] | None:
+    """(dense, output) of a tanh-dense + linear classification head, or None."""
+    base = model.base_model
+    pooler = getattr(base, "pooler", None)
+    classifier = getattr(model, "classifier", None)
+    if pooler is not None and isinstance(getattr(pooler, "dense", None), nn.Linear) \
+            and isinstance(classifier, nn.Linear):
+        return pooler.dense, classifier
+    if classifier is not None and isinstance(getattr(classifier, "dense", None), nn.Linear) \
+            and isinstance(getattr(classifier, "out_proj", None), nn.Linear):
+        return classifier.dense, classifier.out_proj
+    return None
+
+
+def _layers(model) -> nn.ModuleList | None:
+    encoder = getattr(model.base_model, "encoder", None)
+    layers = getattr(encoder, "layer", None)
+    return layers if isinstance(layers, nn.ModuleList) and len(layers) else None
+
+
+_AVERAGING_PARTS = ("attention.self.query", "attention.self.key", "attention.self.value",
+                    "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+                    "output.dense", "output.LayerNorm")
+
+
+def _can_average(model) -> bool:
+    layers = _layers(model)
+    if layers is None:
+        return False
+    names = {n for n, _ in layers[-1].named_modules()}
+    return all(part in names for part in _AVERAGING_PARTS)
+
+
+def append_averaging_layer(model) -> None:
+    """Append an encoder layer whose first-token output is LayerNorm(mean of the tokens)."""
+    layers = _layers(model)
+    layer = copy.deepcopy(layers[-1])
+    parts = dict(layer.named_modules())
+    hidden = model.config.hidden_size
+    with torch.no_grad():
+        for name in _AVERAGING_PARTS:
+            module = parts[name]
+            module.weight.zero_()
+            if module.bias is not None:
+                module.bias.zero_()
+        parts["attention.self.value"].weight.copy_(torch.eye(hidden) * MEAN_VALUE_SCALE)
+        parts["attention.output.dense"].weight.copy_(torch.eye(hidden))
+        parts["attention.output.LayerNorm"].weight.fill_(1.0)
+        parts["output.LayerNorm"].weight.fill_(1.0)
+    layers.append(layer)
+    model.config.num_hidden_layers = len(layers)
+
+
+class FeatureHead(nn.Module):
+    """The trainable head on cached features: linear (through tanh(εz)/ε) or tanh MLP."""
+
+    def __init__(self, hidden: int, num_labels: int, kind: str, dropout: float = 0.1):
+        super().__init__()
+        self.kind = kind
+        self.dense = nn.Linear(hidden, hidden) if kind == "mlp" else None
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, num_labels)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        if self.kind == "mlp":
+            x = torch.tanh(self.dense(self.dropout(features)))
+        else:
+            x = torch.tanh(LINEAR_EPS * features) / LINEAR_EPS
+        logits = self.out(self.dropout(x))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def export_to(self, dense: nn.Linear, out: nn.Linear) -> None:
+        """Write this head into the model's own (dense, out) head, computing the same logits."""
+        with torch.no_grad():
+            if self.kind == "mlp":
+                dense.weight.copy_(self.dense.weight)
+                dense.bias.copy_(self.dense.bias)
+                out.weight.copy_(self.out.weight)
+            else:
+                dense.weight.copy_(torch.eye(dense.weight.shape[0]) * LINEAR_EPS)
+                dense.bias.zero_()
+                out.weight.copy_(self.out.weight / LINEAR_EPS)
+            out.bias.copy_(self.out.bias)
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A hash of every weight of ``model``: the cache key's model part."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _inputs_digest(ds) -> str:
+    """A hash of the tokenised inputs: covers the texts, the tokenizer and max_length."""
+    digest = hashlib.sha256()
+    for column in sorted(c for c in ds.column_names if c not in ("labels", "length")):
+        for row in ds[column]:
+            digest.update(np.asarray(row, dtype=np.int64).tobytes())
+            digest.update(b"|")
+    return digest.hexdigest()
+
+
+@register_strategy("feature-extraction")
+class FeatureExtraction(Strategy):
+    """Frozen source encoder; its pooled features are cached on disk and only a new head
+    (``head: linear`` = linear probe, or ``mlp``) trains on them. ``pooling``: ``cls`` or
+    ``mean`` (default: mean for sentence-transformers checkpoints, else cls)."""
+
+    description = "frozen encoder, features cached on disk, only a new linear/MLP head trains"
+    defaults = {"learning_rate": 1e-3, "num_train_epochs": 10, "warmup_steps": 0.0,
+                "per_device_train_batch_size": 128, "per_device_eval_batch_size": 512,
+                "weight_decay": 0.0, "train_sampling_strategy": "random"}
+
+    @dataclass
+    class Options:
+        pooling: str | None = None
+        """cls or mean; default: mean for sentence-transformers checkpoints, else cls."""
+        head: str = "linear"
+        """linear (a linear probe) or mlp (dense + tanh + linear)."""
+        encode_batch_size: int = 64
+        cache: bool = True
+
+        def __post_init__(self) -> None:
+            if self.pooling is not None and self.pooling not in ("cls", "mean"):
+                raise HFTransferError(f"strategy.pooling must be cls or mean, got {self.pooling!r}")
+            if self.head not in ("linear", "mlp"):
+                raise HFTransferError(f"strategy.head must be linear or mlp, got {self.head!r}")
+            if self.encode_batch_size < 1:
+                raise HFTransferError(
+                    f"strategy.encode_batch_size must be >= 1, got {self.encode_batch_size}"
+                )
+
+    @classmethod
+    def validate_recipe(cls, recipe):
+        if recipe.task_type != "text-classification":
+            raise HFTransferError(
+                f"strategy feature-extraction supports text-classification, not {recipe.task_type!r}; "
+                "use partial-freeze or lora for that task"
+            )
+
+    def pooling_for(self, spec) -> str:
+        if self.options.pooling:
+            return self.options.pooling
+        location = Path(resolve(spec))
+        is_sentence_transformer = location.is_dir() and (
+            (location / "modules.json").exists() or (location / "sentence_bert_config.json").exists())
+        return "mean" if is_sentence_transformer else "cls"
+
+    def check_model(self, config):
+        with torch.device("meta"):
+            skeleton = self.task.auto_class.from_config(config)
+        if _head_pair(skeleton) is None:
+            raise HFTransferError(
+                f"feature-extraction saves its head into the model's own classification head, and "
+                f"model type {config.model_type!r} has none of the supported kind (BERT/RoBERTa-style "
+                "dense + tanh + linear); use strategy partial-freeze with freeze_layers set to the depth"
+            )
+
+    def build_model(self, spec, labels):
+        model = super().build_model(spec, labels)
+        self.pooling = self.pooling_for(spec)
+        if self.pooling == "mean":
+            if not _can_average(model):
+                raise HFTransferError(
+                    f"strategy.pooling=mean is not available for model type {model.config.model_type!r}; "
+                    "use pooling: cls"
+                )
+            append_averaging_layer(model)
+        logger.info("feature-extraction: %s pooling, %s head", self.pooling, self.options.head)
+        return model
+
+    def prepare(self, model):
+        self.full_model = model.eval()
+        for param in model.parameters():
+            param.requires_grad = False
+        return FeatureHead(model.config.hidden_size, model.config.num_labels, self.options.head,
+                           dropout=getattr(model.config, "hidden_dropout_prob", 0.1) or 0.0)
+
+    def count_parameters(self, model) -> dict[str, int]:
+        head = sum(p.numel() for p in model.parameters())
+        return {"trainable": head, "total": sum(p.numel() for p in self.full_model.parameters())}
+
+    def prepare_data(self, train_ds, evals, collator):
+        from transformers import default_data_collator
+
+        self.model_key = fingerprint(self.full_model.base_model)
+        train = self.features(train_ds, collator, "train")
+        evals = {name: self.features(ds, collator, name) for name, ds in evals.items()}
+        return train, evals, default_data_collator
+
+    def features(self, ds, collator, split: str):
+        """The pooled features of a tokenised split, from the cache or computed (and cached)."""
+        import datasets
+        from safetensors.torch import load_file, save_file
+
+        key = hashlib.sha256(
+            f"v1|{self.model_key}|{self.pooling}|{_inputs_digest(ds)}".encode()).hexdigest()[:32]
+        path = cache_root() / "features" / f"{key}.safetensors"
+        if self.options.cache and path.exists():
+            logger.info("%s: features from cache %s", split, path)
+            feats = load_file(str(path))["features"]
+        else:
+            feats = self.encode(ds, collator, split)
+            if self.options.cache:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                save_file({"features": feats}, str(tmp))
+                os.replace(tmp, path)  # readers never see a half-written file
+        columns = {"features": feats.numpy()}
+        if "labels" in ds.column_names:
+            columns["labels"] = np.asarray(ds["labels"], dtype=np.int64)
+        return datasets.Dataset.from_dict(columns).with_format("torch")
+
+    @torch.no_grad()
+    def encode(self, ds, collator, split: str, sort_by_length: bool = True) -> torch.Tensor:
+        """First-token outputs of the frozen (possibly averaging-extended) encoder, in the
+        order of ``ds``; batches of similar length (almost no padding) unless told otherwise."""
+        from tqdm.auto import tqdm
+
+        inputs = ds.remove_columns([c for c in ("labels", "length") if c in ds.column_names])
+        lengths = ds["length"] if "length" in ds.column_names else [len(x) for x in ds["input_ids"]]
+        order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(ds))
+        encoder = self.full_model.base_model
+        device = next(encoder.parameters()).device
+        out = torch.empty(len(ds), self.full_model.config.hidden_size)
+        size = self.options.encode_batch_size
+        for start in tqdm(range(0, len(order), size), desc=f"Encoding {split}", leave=False):
+            idx = order[start:start + size].tolist()
+            batch = collator([inputs[i] for i in idx])
+            hidden = encoder(**{k: v.to(device) for k, v in batch.items()}).last_hidden_state
+            out[idx] = hidden[:, 0].float().cpu()
+        return out
+
+    def save(self, model, directory):
+        model.export_to(*_head_pair(self.full_model))
+        self.full_model.save_pretrained(directory)
