@@ -3,6 +3,7 @@ head, Hub pipeline tag and PEFT task type, so every strategy works with it uncha
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -201,7 +202,11 @@ class TextClassification(Task):
             return enc
 
         raw_labels = self._raw_labels(ds) if labelled else None
-        out = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing")
+        # An explicit fingerprint: datasets would otherwise hash the tokenizer (~1 s) to name
+        # a cache entry that in-memory datasets never use.
+        fingerprint = hashlib.sha256(f"{ds._fingerprint}|{processor.name_or_path}|{self.options}".encode()).hexdigest()[:16]
+        out = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing",
+                     new_fingerprint=fingerprint)
         if raw_labels is not None:
             out = out.add_column("labels", [label2id[v] for v in raw_labels])
         return out
