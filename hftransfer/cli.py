@@ -105,6 +105,36 @@ def _card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_run
+
+    if not args.verbose:  # the HTTP client logs every request at INFO
+        for name in ("httpx", "httpx2", "huggingface_hub"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    result = push_run(args.run_dir, args.repo_id, private=args.private, revision=args.revision,
+                      merge_adapter=args.merge_adapter, dry_run=args.dry_run)
+    if result.dry_run is not None:
+        print(f"dry run: staged {len(result.files)} files for {result.repo_id} in {result.dry_run} "
+              "(nothing uploaded)")
+    else:
+        print(f"pushed {len(result.files)} files to {result.repo_url}")
+    for name in result.files:
+        print(f"  {name}  ({_size(result.sizes[name])})")
+    if result.commit_url:
+        print(f"commit: {result.commit_url}")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hftransfer", description=(
         "Transfer a pretrained Hugging Face model to your task with one recipe."))
@@ -140,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("card", help="re-render a run's model card (README.md)")
     p.add_argument("run_dir")
     p.set_defaults(func=_card)
+
+    p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub",
+                       description="Upload the publishable part of a run (model or adapter, "
+                       "tokenizer, card, recipe.yaml, metrics.json; never checkpoints, logs or "
+                       "pickle files). The token comes from HF_TOKEN or `hf auth login`.")
+    p.add_argument("run_dir")
+    p.add_argument("--repo-id", required=True, help="namespace/name (or name) of the Hub repo")
+    p.add_argument("--private", action="store_true", help="create the repo private (if it is new)")
+    p.add_argument("--revision", help="branch to commit to (created if missing; default main)")
+    p.add_argument("--merge-adapter", action="store_true",
+                   help="merge a PEFT adapter into its base and upload a plain transformers model")
+    p.add_argument("--dry-run", metavar="DIR",
+                   help="copy what would be uploaded into DIR (new or empty) and upload nothing")
+    p.set_defaults(func=_push)
 
     p = sub.add_parser("ls", help="list strategies, tasks and shipped recipes")
     p.set_defaults(func=_ls)

@@ -54,7 +54,8 @@ class TransferTrainer(Trainer):
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         if model.training:
-            extra = self.strategy.extra_loss(model)
+            # The strategy sees the model as it built it, not the DDP/FSDP wrapper.
+            extra = self.strategy.extra_loss(self.accelerator.unwrap_model(model))
             if extra is not None:
                 loss = loss + extra
         return (loss, outputs) if return_outputs else loss
@@ -95,9 +96,8 @@ def staging_dir(run_dir: Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.partial"
 
 
-def training_arguments(recipe: Recipe, strategy_cls: Any, output_dir: Path) -> TrainingArguments:
-    from .recipe import make_training_arguments
-
+def training_values(recipe: Recipe, strategy_cls: Any) -> dict[str, Any]:
+    """The training arguments a run uses: kit defaults < strategy defaults < the recipe's ``train:``."""
     import torch
 
     # Pinned memory only helps copies to a GPU (and warns on every dataloader without one).
@@ -105,7 +105,13 @@ def training_arguments(recipe: Recipe, strategy_cls: Any, output_dir: Path) -> T
     values = {**KIT_DEFAULTS, **device_defaults, **strategy_cls.defaults, **recipe.train}
     if values.get("load_best_model_at_end") and values.get("eval_strategy", "no") == "no":
         values["eval_strategy"] = values.get("save_strategy", "epoch")
-    return make_training_arguments(values, str(output_dir))
+    return values
+
+
+def training_arguments(recipe: Recipe, strategy_cls: Any, output_dir: Path) -> TrainingArguments:
+    from .recipe import make_training_arguments
+
+    return make_training_arguments(training_values(recipe, strategy_cls), str(output_dir))
 
 
 def train(
@@ -158,6 +164,12 @@ def train(
     location = resolve(recipe.model)
     strategy.check_model(load_config(location, recipe.model))
     splits = load_splits(recipe.data, task, data_seed)
+    if args.eval_strategy != "no" and splits.validation is None:
+        raise HFTransferError(
+            f"train.eval_strategy={getattr(args.eval_strategy, 'value', args.eval_strategy)} (or "
+            "load_best_model_at_end) needs a validation split: set data.validation or a "
+            "data.validation_fraction above 0"
+        )
     tokenizer = load_tokenizer(location, recipe.model)
     if not resume and main and stage.exists():
         shutil.rmtree(stage)  # leftovers of a crashed run that is not being resumed

@@ -191,8 +191,13 @@ class FullFineTune(Strategy):
         if reg is None:
             return None
         params = dict(model.named_parameters())
-        loss = sum(((params[n] - a.to(params[n].device)) ** 2).sum()
-                   for n, a in self.anchors.items() if params[n].requires_grad)
+        loss = 0.0
+        for name, anchor in self.anchors.items():
+            param = params[name]
+            if param.requires_grad:
+                if anchor.device != param.device:  # once: the anchors follow the model
+                    self.anchors[name] = anchor = anchor.to(param.device)
+                loss = loss + ((param - anchor) ** 2).sum()
         head = sum((params[n] ** 2).sum() for n in self.head if params[n].requires_grad)
         return reg.weight * loss + reg.head_weight * head
 

@@ -100,3 +100,12 @@ def shared_data() -> Path:
             pytest.fail(f"shared data missing at {SHARED_DATA}: CI must run these tests")
         pytest.skip("../shared/data not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> Path:
+    """The current directory of a CLI call (where the default `runs/<name>` would appear)."""
+    path = tmp_path / "work"
+    path.mkdir()
+    monkeypatch.chdir(path)
+    return path

@@ -17,38 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hftransfer.cli import main
+
+from helpers import assert_cli_error, run_cli, tree
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_cli_error(rc: int, err: str, *needles: str) -> str:
-    """Exit 2, no traceback, and stderr is exactly one ``error:`` line holding every needle."""
-    assert "Traceback" not in err, err
-    assert rc == 2, f"exit code {rc}, stderr: {err!r}"
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], f"expected one final error line: {lines!r}"
-    for needle in needles:
-        assert needle in errors[0], f"{needle!r} not in {errors[0]!r}"
-    assert lines == errors, f"stderr must hold only the error line; before it came {lines[:-1]!r}"
-    return errors[0]
-
-
-def tree(root: Path) -> dict[str, bytes | None]:
-    """Every path under root with its bytes: equal trees mean nothing was written or removed."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(root.rglob("*"))}
 
 
 def recipe_dict(model_dir: Path, toy_data: Path, **sections) -> dict:
@@ -80,15 +53,6 @@ def fake_run(path: Path) -> Path:
     (path / "metrics.json").write_text('{"precious": true}\n')
     (path / "model.safetensors").write_bytes(b"precious weights")
     (path / "checkpoints").mkdir()
-    return path
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch) -> Path:
-    """The current directory of the call (where the default runs/<name> would appear)."""
-    path = tmp_path / "work"
-    path.mkdir()
-    monkeypatch.chdir(path)
     return path
 
 

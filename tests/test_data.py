@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hftransfer.cli import main
 from hftransfer.data import load_splits, read_files
-from hftransfer.errors import HFTransferError
 from hftransfer.recipe import DataSpec
 from hftransfer.registry import get_task
+
+from helpers import assert_cli_error, run_cli, tree, user_error
 
 
 # --------------------------------------------------------------------------- helpers
@@ -51,52 +51,6 @@ def csv_rows(n_pos: int, n_neg: int, start: int = 0) -> str:
 def splits_for(tmp_path: Path, seed: int = 0, **data) -> "object":
     spec = DataSpec(**data)
     return load_splits(spec, text_task(), seed)
-
-
-def user_error(*needles: str, call) -> str:
-    with pytest.raises(HFTransferError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message.strip(), f"error message is not one line: {message!r}"
-    for needle in needles:
-        assert needle in message, f"{needle!r} not in {message!r}"
-    return message
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_cli_error(rc: int, err: str, *needles: str) -> str:
-    """Exit 2, no traceback, and stderr is exactly one ``error:`` line holding every needle."""
-    assert "Traceback" not in err, err
-    assert rc == 2, f"exit code {rc}, stderr: {err!r}"
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], f"expected one final error line: {lines!r}"
-    for needle in needles:
-        assert needle in errors[0], f"{needle!r} not in {errors[0]!r}"
-    assert lines == errors, f"stderr must hold only the error line; before it came {lines[:-1]!r}"
-    return errors[0]
-
-
-def tree(root: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(root.rglob("*"))}
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch) -> Path:
-    """The current directory of a CLI call (where the default `runs/` would appear)."""
-    path = tmp_path / "work"
-    path.mkdir()
-    monkeypatch.chdir(path)
-    return path
 
 
 GOOD = "text,label\ngood film,pos\nbad film,neg\nfine day,pos\ngrim day,neg\n"

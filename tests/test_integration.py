@@ -51,7 +51,9 @@ def test_sst2_label_budget_on_shared_data(shared_data, tmp_path):
     assert main(["train", str(recipe), f"data.train={shared_data}/sst2/train.csv",
                  f"data.validation={shared_data}/sst2/validation.csv", "data.test=null",
                  "data.samples_per_label=150", "train.num_train_epochs=2",
-                 "train.per_device_train_batch_size=16", "train.save_strategy=no",
+                 "train.per_device_train_batch_size=16", "train.learning_rate=1e-4",
+                 "train.eval_strategy=no", "train.load_best_model_at_end=false",
+                 "train.save_strategy=no",
                  "train.disable_tqdm=true", "--output-dir", str(tmp_path / "run")]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["labels"] == ["negative", "positive"]

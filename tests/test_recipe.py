@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hftransfer.cli import main
-from hftransfer.errors import HFTransferError
 from hftransfer.recipe import Recipe, apply_overrides, load_recipe, parse_value
 from hftransfer.registry import STRATEGIES, TASKS, _load_builtins
+
+from helpers import assert_cli_error, run_cli, user_error
 
 
 # --------------------------------------------------------------------------- helpers
@@ -39,39 +39,6 @@ def base_recipe(tmp_path: Path, **sections) -> dict:
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def raises_user_error(*needles: str, call, **kwargs) -> str:
-    """Run ``call``; it must raise HFTransferError whose single-line message holds every needle."""
-    with pytest.raises(HFTransferError) as info:
-        call(**kwargs) if kwargs else call()
-    message = str(info.value)
-    assert "\n" not in message.strip(), f"error message is not one line: {message!r}"
-    for needle in needles:
-        assert needle in message, f"{needle!r} not in {message!r}"
-    return message
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse errors exit through SystemExit(2)
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_cli_error(rc: int, err: str, *needles: str) -> str:
-    """Exit 2, no traceback, and stderr is exactly one ``error:`` line holding every needle."""
-    assert "Traceback" not in err, err
-    assert rc == 2, f"exit code {rc}, stderr: {err!r}"
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], f"expected one final error line: {lines!r}"
-    for needle in needles:
-        assert needle in errors[0], f"{needle!r} not in {errors[0]!r}"
-    assert lines == errors, f"stderr must hold only the error line; before it came {lines[:-1]!r}"
-    return errors[0]
 
 
 @pytest.fixture(autouse=True)
@@ -213,7 +180,7 @@ def test_recipe_round_trips_through_yaml(tmp_path):
 def test_unknown_top_level_key_names_it_and_lists_allowed(tmp_path):
     data = base_recipe(tmp_path)
     data["epochs"] = 3
-    msg = raises_user_error("'epochs'", call=lambda: load_recipe(data))
+    msg = user_error("'epochs'", call=lambda: load_recipe(data))
     for allowed in ("data", "model", "name", "strategy", "task", "train"):
         assert allowed in msg
     assert "task_options" not in msg and "strategy_options" not in msg  # internals stay hidden
@@ -226,7 +193,7 @@ def test_unknown_top_level_key_names_it_and_lists_allowed(tmp_path):
 ])
 def test_unknown_nested_key_names_it_and_lists_allowed(tmp_path, section, key, allowed):
     data = base_recipe(tmp_path, **{section: {key: "x"}})
-    msg = raises_user_error(f"{section}.{key}", call=lambda: load_recipe(data))
+    msg = user_error(f"{section}.{key}", call=lambda: load_recipe(data))
     for name in allowed:
         assert name in msg
 
@@ -234,7 +201,7 @@ def test_unknown_nested_key_names_it_and_lists_allowed(tmp_path, section, key, a
 def test_unknown_task_key_lists_type_among_allowed(tmp_path):
     # `type` is an allowed key of `task:`; the list of allowed keys must not leave it out.
     data = base_recipe(tmp_path, task={"colour": "red"})
-    msg = raises_user_error("task.colour", call=lambda: load_recipe(data))
+    msg = user_error("task.colour", call=lambda: load_recipe(data))
     allowed = msg.split("allowed keys:", 1)[-1]
     assert "type" in allowed and "text_column" in allowed
 
@@ -243,7 +210,7 @@ def test_unknown_strategy_key_for_strategy_without_options_lists_allowed(tmp_pat
     # `full` has no options besides `name`: the message must still say what is allowed
     # (not end in an empty "allowed keys: ").
     data = base_recipe(tmp_path, strategy={"name": "full", "peft": {"r": 4}})
-    msg = raises_user_error("strategy.peft", call=lambda: load_recipe(data))
+    msg = user_error("strategy.peft", call=lambda: load_recipe(data))
     allowed = msg.split("allowed keys:", 1)[-1].strip()
     assert allowed, f"no allowed keys listed: {msg!r}"
     assert "name" in allowed
@@ -251,12 +218,12 @@ def test_unknown_strategy_key_for_strategy_without_options_lists_allowed(tmp_pat
 
 def test_unknown_lora_option_lists_allowed(tmp_path):
     data = base_recipe(tmp_path, strategy={"name": "lora", "pef": {"r": 4}})
-    raises_user_error("strategy.pef", "peft", call=lambda: load_recipe(data))
+    user_error("strategy.pef", "peft", call=lambda: load_recipe(data))
 
 
 def test_unknown_strategy_lists_valid_ones(tmp_path):
     _load_builtins()
-    msg = raises_user_error("'lorra'", "strategy.name",
+    msg = user_error("'lorra'", "strategy.name",
                             call=lambda: load_recipe(base_recipe(tmp_path, strategy={"name": "lorra"})))
     for name in STRATEGIES:
         assert name in msg
@@ -264,19 +231,19 @@ def test_unknown_strategy_lists_valid_ones(tmp_path):
 
 def test_unknown_task_lists_valid_ones(tmp_path):
     _load_builtins()
-    msg = raises_user_error("'text-classifcation'", "task.type", call=lambda: load_recipe(
+    msg = user_error("'text-classifcation'", "task.type", call=lambda: load_recipe(
         base_recipe(tmp_path, task={"type": "text-classifcation"})))
     for name in TASKS:
         assert name in msg
 
 
 def test_unknown_train_key_suggests_the_close_match(tmp_path):
-    raises_user_error("train.learnig_rate", "TrainingArguments", "learning_rate",
+    user_error("train.learnig_rate", "TrainingArguments", "learning_rate",
                       call=lambda: load_recipe(base_recipe(tmp_path, train={"learnig_rate": 1e-3})))
 
 
 def test_unknown_train_key_without_close_match(tmp_path):
-    raises_user_error("train.epochs_total_please", "TrainingArguments",
+    user_error("train.epochs_total_please", "TrainingArguments",
                       call=lambda: load_recipe(base_recipe(tmp_path, train={"epochs_total_please": 3})))
 
 
@@ -284,23 +251,23 @@ def test_unknown_train_key_without_close_match(tmp_path):
     ("output_dir", "--output-dir"), ("resume_from_checkpoint", "--resume"),
 ])
 def test_train_keys_owned_by_the_kit_are_refused(tmp_path, key, advice):
-    raises_user_error(f"train.{key}", advice,
+    user_error(f"train.{key}", advice,
                       call=lambda: load_recipe(base_recipe(tmp_path, train={key: "x"})))
 
 
 def test_unknown_peft_method_lists_valid(tmp_path):
-    msg = raises_user_error("strategy.peft.method", "'lorax'", "lora", call=lambda: load_recipe(
+    msg = user_error("strategy.peft.method", "'lorax'", "lora", call=lambda: load_recipe(
         base_recipe(tmp_path, strategy={"name": "lora", "peft": {"method": "lorax"}})))
     assert "ia3" in msg
 
 
 def test_unknown_peft_field_lists_config_fields(tmp_path):
-    raises_user_error("strategy.peft", "rank", "lora_alpha", call=lambda: load_recipe(
+    user_error("strategy.peft", "rank", "lora_alpha", call=lambda: load_recipe(
         base_recipe(tmp_path, strategy={"name": "lora", "peft": {"rank": 4}})))
 
 
 def test_peft_task_type_is_set_by_the_kit(tmp_path):
-    raises_user_error("strategy.peft.task_type", "remove", call=lambda: load_recipe(
+    user_error("strategy.peft.task_type", "remove", call=lambda: load_recipe(
         base_recipe(tmp_path, strategy={"name": "lora", "peft": {"task_type": "CAUSAL_LM"}})))
 
 
@@ -333,31 +300,31 @@ def test_wrongly_typed_values(tmp_path, sections, needles):
             data[key] = {**data[key], **value}
         else:
             data[key] = value
-    raises_user_error(*needles, call=lambda: load_recipe(data))
+    user_error(*needles, call=lambda: load_recipe(data))
 
 
 def test_invalid_training_argument_value_fails_at_validation(tmp_path):
     # An enum value that TrainingArguments will refuse must be caught by `validate`, before
     # any data or model loads, and the message must name the key.
     data = base_recipe(tmp_path, train={"lr_scheduler_type": "cosine_wobble"})
-    raises_user_error("train.lr_scheduler_type", "cosine_wobble", "cosine",
+    user_error("train.lr_scheduler_type", "cosine_wobble", "cosine",
                       call=lambda: load_recipe(data))
 
 
 def test_unsupported_data_format_fails_at_validation(tmp_path):
     data = base_recipe(tmp_path, data={"format": "xlsx"})
-    raises_user_error("data.format", "'xlsx'", "csv", "parquet", call=lambda: load_recipe(data))
+    user_error("data.format", "'xlsx'", "csv", "parquet", call=lambda: load_recipe(data))
 
 
 def test_missing_training_data(tmp_path):
     data = base_recipe(tmp_path)
     del data["data"]
-    raises_user_error("data.train", "data.dataset", call=lambda: load_recipe(data))
+    user_error("data.train", "data.dataset", call=lambda: load_recipe(data))
 
 
 def test_both_local_and_hub_data(tmp_path):
     data = base_recipe(tmp_path, data={"dataset": "glue"})
-    raises_user_error("data.train", "data.dataset", "not both", call=lambda: load_recipe(data))
+    user_error("data.train", "data.dataset", "not both", call=lambda: load_recipe(data))
 
 
 # --------------------------------------------------------------------------- bad overrides
@@ -367,28 +334,28 @@ def test_both_local_and_hub_data(tmp_path):
     "train.learning_rate", "=3", "train..learning_rate=1", ".seed=1", "train.=1", " =1",
 ])
 def test_malformed_overrides(tmp_path, override):
-    raises_user_error(f"bad override {override!r}", "key.path=value",
+    user_error(f"bad override {override!r}", "key.path=value",
                       call=lambda: load_recipe(base_recipe(tmp_path), [override]))
 
 
 def test_override_through_a_scalar(tmp_path):
-    raises_user_error("train.num_train_epochs.x=1", "train.num_train_epochs is not a mapping",
+    user_error("train.num_train_epochs.x=1", "train.num_train_epochs is not a mapping",
                       call=lambda: load_recipe(base_recipe(tmp_path), ["train.num_train_epochs.x=1"]))
 
 
 def test_override_unknown_key(tmp_path):
-    msg = raises_user_error("'modle'", call=lambda: load_recipe(base_recipe(tmp_path),
+    msg = user_error("'modle'", call=lambda: load_recipe(base_recipe(tmp_path),
                                                                 ["modle.name_or_path=x"]))
     assert "model" in msg.split("allowed", 1)[-1]
 
 
 def test_override_unknown_train_key(tmp_path):
-    raises_user_error("train.learning_rat", "learning_rate",
+    user_error("train.learning_rat", "learning_rate",
                       call=lambda: load_recipe(base_recipe(tmp_path), ["train.learning_rat=1e-3"]))
 
 
 def test_override_wrong_type(tmp_path):
-    raises_user_error("data.max_train_samples", "'lots'",
+    user_error("data.max_train_samples", "'lots'",
                       call=lambda: load_recipe(base_recipe(tmp_path), ["data.max_train_samples=lots"]))
 
 
@@ -396,23 +363,23 @@ def test_override_wrong_type(tmp_path):
 
 
 def test_recipe_file_missing(tmp_path):
-    raises_user_error(str(tmp_path / "nope.yaml"), "does not exist",
+    user_error(str(tmp_path / "nope.yaml"), "does not exist",
                       call=lambda: load_recipe(tmp_path / "nope.yaml"))
 
 
 def test_recipe_is_a_directory(tmp_path):
-    raises_user_error("directory", "YAML file", call=lambda: load_recipe(tmp_path))
+    user_error("directory", "YAML file", call=lambda: load_recipe(tmp_path))
 
 
 def test_recipe_not_utf8(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("name: caf\xe9\n".encode("latin-1"))
-    raises_user_error("latin1.yaml", "UTF-8", call=lambda: load_recipe(path))
+    user_error("latin1.yaml", "UTF-8", call=lambda: load_recipe(path))
 
 
 def test_recipe_invalid_yaml_says_where(tmp_path):
     path = write_yaml(tmp_path / "bad.yaml", "name: x\ntrain:\n  learning_rate: [1, 2\n  seed: 3\n")
-    msg = raises_user_error("bad.yaml", "not valid YAML", "line", call=lambda: load_recipe(path))
+    msg = user_error("bad.yaml", "not valid YAML", "line", call=lambda: load_recipe(path))
     assert "line 4" in msg or "line 3" in msg
 
 
@@ -420,7 +387,7 @@ def test_recipe_invalid_yaml_says_where(tmp_path):
                                           ("- a\n- b\n", "mapping")])
 def test_recipe_empty_or_not_a_mapping(tmp_path, text, needle):
     path = write_yaml(tmp_path / "r.yaml", text)
-    raises_user_error("r.yaml", needle, call=lambda: load_recipe(path))
+    user_error("r.yaml", needle, call=lambda: load_recipe(path))
 
 
 # --------------------------------------------------------------------------- the CLI

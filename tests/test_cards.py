@@ -1,0 +1,165 @@
+"""Model cards: Hub metadata that ``huggingface_hub`` parses back, a model-index that repeats
+``metrics.json``, and a body that matches the expected pattern (setfit-style)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+import hftransfer
+from hftransfer.cards import render_card, write_card
+from hftransfer.recipe import EMBEDDED_MODEL_ID, load_recipe
+from helpers import run_cli
+
+HEADINGS = ("## How it was transferred", "## Results", "## Training hyper-parameters",
+            "## How to use", "## Reproduce", "## Intended use and limitations")
+
+
+def recipe_dict(model: str, toy_data: Path, strategy: str = "full", **sections) -> dict:
+    recipe = {
+        "name": f"tiny-{strategy}",
+        "model": {"name_or_path": model},
+        "task": {"type": "text-classification"},
+        "data": {"train": str(toy_data / "train.csv"), "validation": str(toy_data / "validation.csv"),
+                 "test": str(toy_data / "test.csv")},
+        "strategy": {"name": strategy},
+        "train": {"num_train_epochs": 1, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
+                  "save_strategy": "no", "disable_tqdm": True},
+    }
+    for key, value in sections.items():
+        recipe[key] = value if key == "data" else {**recipe.get(key, {}), **value}
+    return recipe
+
+
+def fake_metrics(base_model: str, strategy: str = "full", **extra) -> dict:
+    return {"strategy": strategy, "base_model": base_model, "task": "text-classification",
+            "labels": ["negative", "positive"], "data": {"train": 64, "validation": 16, "test": 16},
+            "validation": {"loss": 0.4, "accuracy": 0.8125, "f1": 0.8},
+            "test": {"loss": 0.5, "accuracy": 0.75, "f1": 0.7333},
+            "params": {"trainable": 1000, "total": 4000},
+            "train": {"runtime_s": 1.0, "samples_per_second": 64.0, "peak_rss_mb": 500.0, "world_size": 1},
+            **extra}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir, toy_data) -> dict[str, Path]:
+    """A full and a LoRA run of the tiny model, 1 epoch each."""
+    base = tmp_path_factory.mktemp("card-runs")
+    return {s: hftransfer.train(recipe_dict(str(tiny_model_dir), toy_data, s), output_dir=base / s).run_dir
+            for s in ("full", "lora")}
+
+
+def model_index(card: ModelCard) -> dict[tuple[str, str], float]:
+    return {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results or []}
+
+
+@pytest.mark.parametrize("strategy,library", [("full", "transformers"), ("lora", "peft")])
+def test_run_card_parses_and_repeats_metrics(runs, strategy, library, tiny_model_dir):
+    run = runs[strategy]
+    card = ModelCard.load(run / "README.md")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert card.data.library_name == library
+    assert card.data.pipeline_tag == "text-classification"
+    assert {"hftransfer", f"strategy-{strategy}", "text-classification"} <= set(card.data.tags)
+    expected = {(split, name): value for split in ("validation", "test")
+                for name, value in metrics[split].items() if name != "loss"}
+    assert expected and model_index(card) == expected
+    # A local source directory is not a Hub id: named in the body, kept out of the metadata.
+    assert card.data.base_model is None
+    assert f"`{tiny_model_dir}`" in card.text
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_run_card_body_matches_the_pattern(runs, strategy, tiny_model_dir):
+    run = runs[strategy]
+    text = (run / "README.md").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    front, body = re.fullmatch(r"---\n(.*?)\n---\n(.*)", text, re.S).groups()
+    assert body.lstrip().startswith(f"# tiny-{strategy}\n")
+    positions = [body.index(h) for h in HEADINGS]
+    assert positions == sorted(positions), "sections out of order"
+    assert re.search(rf"\| source model \| `{re.escape(str(tiny_model_dir))}` \|", body)
+    assert re.search(rf"\| strategy \| `{strategy}` \|", body)
+    pct = 100 * metrics["params"]["trainable"] / metrics["params"]["total"]
+    assert f"{metrics['params']['trainable']:,} of {metrics['params']['total']:,} ({pct:.2f}%)" in body
+    assert re.search(r"\| validation \| [0-9.]+ \| [0-9.]+ \|", body)
+    assert re.search(r"\| test \| [0-9.]+ \| [0-9.]+ \|", body)
+    assert f"| test | {metrics['test']['accuracy']:.4f} | {metrics['test']['f1']:.4f} |" in body
+    assert "baseline" not in body  # no baseline in metrics.json, none invented
+    for row in (r"\| learning_rate \| 0\.003 \|", r"\| num_train_epochs \| 1 \|",
+                r"\| per_device_train_batch_size \| 16 \|", r"\| seed \| 0 \|",
+                r"\| warmup_steps \| 0\.1 \(a fraction", r"\| weight_decay \| 0\.01 \|"):
+        assert re.search(row, body), row
+    assert "hftransfer train recipe.yaml" in body
+    assert "```yaml\n" + (run / "recipe.yaml").read_text().strip() + "\n```" in body
+    if strategy == "lora":
+        assert "PeftModel.from_pretrained" in body and "LORA" in body
+    else:
+        assert 'pipeline("text-classification", model=' in body
+
+
+def test_card_command_rerenders_the_same_card(runs, capsys):
+    run = runs["lora"]
+    before = (run / "README.md").read_bytes()
+    rc, out, err = run_cli(capsys, "card", run)
+    assert rc == 0, err
+    assert (run / "README.md").read_bytes() == before
+
+
+def test_embedded_source_gives_hub_metadata_and_its_license(toy_data, tmp_path):
+    from huggingface_hub import metadata_load
+
+    from hftransfer.models import embedded_model_path
+
+    source_license = metadata_load(Path(embedded_model_path()) / "README.md")["license"]
+    recipe = load_recipe(recipe_dict("embedded", toy_data, "lora"))
+    card = render_card(recipe, fake_metrics(EMBEDDED_MODEL_ID, "lora"))
+    path = tmp_path / "README.md"
+    card.save(str(path))
+    loaded = ModelCard.load(path)
+    assert loaded.data.base_model == EMBEDDED_MODEL_ID
+    assert loaded.data.license == source_license == "apache-2.0"
+    assert loaded.data.library_name == "peft"
+    assert f"`{EMBEDDED_MODEL_ID}`" in loaded.text
+
+
+def test_license_comes_from_a_local_source_readme(toy_data, tiny_model_dir, tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(tiny_model_dir, source)
+    recipe = load_recipe(recipe_dict(str(source), toy_data))
+    assert render_card(recipe, fake_metrics(str(source))).data.license is None  # no README: unknown
+    (source / "README.md").write_text("---\nlicense: mit\n---\n# a model\n")
+    assert render_card(recipe, fake_metrics(str(source))).data.license == "mit"
+
+
+def test_baseline_rows_come_only_from_metrics(toy_data, tiny_model_dir):
+    recipe = load_recipe(recipe_dict(str(tiny_model_dir), toy_data))
+    baseline = {"strategy": "scratch", "validation": {"accuracy": 0.5, "f1": 0.3333},
+                "test": {"accuracy": 0.4375, "f1": 0.25}}
+    card = render_card(recipe, fake_metrics(str(tiny_model_dir), baseline=baseline))
+    assert "| validation (`scratch` baseline) | 0.5000 | 0.3333 |" in card.text
+    assert "| test (`scratch` baseline) | 0.4375 | 0.2500 |" in card.text
+    # The model-index holds this model's results only.
+    assert model_index(card) == {("validation", "accuracy"): 0.8125, ("validation", "f1"): 0.8,
+                                 ("test", "accuracy"): 0.75, ("test", "f1"): 0.7333}
+
+
+def test_hub_dataset_and_merged_card(tiny_model_dir, toy_data):
+    recipe = load_recipe(recipe_dict(str(tiny_model_dir), toy_data, "lora",
+                                     data={"dataset": "stanfordnlp/sst2"}))
+    card = render_card(recipe, fake_metrics(str(tiny_model_dir), "lora"), merged=True)
+    assert card.data.datasets == ["stanfordnlp/sst2"]
+    assert card.data.library_name == "transformers"
+    assert "merged into the base weights" in card.text
+    assert "PeftModel" not in card.text
+
+
+def test_write_card_returns_the_readme(tmp_path, toy_data, tiny_model_dir):
+    recipe = load_recipe(recipe_dict(str(tiny_model_dir), toy_data))
+    path = write_card(tmp_path, recipe, fake_metrics(str(tiny_model_dir)))
+    assert path == tmp_path / "README.md"
+    assert ModelCard.load(path).data.eval_results
