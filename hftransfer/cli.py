@@ -88,7 +88,8 @@ def _ls(args: argparse.Namespace) -> int:
     print("tasks:")
     for name, cls in sorted(TASKS.items()):
         print(f"  {name:20s} {(cls.__doc__ or '').strip().splitlines()[0]}")
-    recipes = sorted(Path("recipes").glob("**/*.yaml")) if Path("recipes").is_dir() else []
+    recipes = sorted(p for p in Path("recipes").glob("**/*.yaml")
+                     if "accelerate" not in p.parts)  # those are Accelerate configs
     print("recipes:" + ("" if recipes else " (none in ./recipes)"))
     for path in recipes:
         first = path.read_text(encoding="utf-8").splitlines()[:1]

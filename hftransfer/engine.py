@@ -39,6 +39,9 @@ KIT_DEFAULTS: dict[str, Any] = {
     "logging_steps": 50,
     "report_to": "none",
     "seed": 0,
+    # One label per example: per-token loss averaging across processes does not apply, and with
+    # it the Trainer reports losses multiplied by the number of processes.
+    "average_tokens_across_devices": False,
 }
 
 
@@ -101,7 +104,9 @@ def training_values(recipe: Recipe, strategy_cls: Any) -> dict[str, Any]:
     import torch
 
     # Pinned memory only helps copies to a GPU (and warns on every dataloader without one).
-    device_defaults = {"dataloader_pin_memory": torch.cuda.is_available()}
+    device_defaults: dict[str, Any] = {"dataloader_pin_memory": torch.cuda.is_available()}
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device_defaults["ddp_backend"] = "gloo"  # processes launched on CPUs talk over gloo
     values = {**KIT_DEFAULTS, **device_defaults, **strategy_cls.defaults, **recipe.train}
     if values.get("load_best_model_at_end") and values.get("eval_strategy", "no") == "no":
         values["eval_strategy"] = values.get("save_strategy", "epoch")

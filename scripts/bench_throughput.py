@@ -59,7 +59,8 @@ def main() -> None:
             kit_wall, _ = timed([sys.executable, "-m", "hftransfer", "train", "recipes/sst2-full.yaml",
                                  f"data.train={subset}", "data.test=null", "train.num_train_epochs=1",
                                  "train.learning_rate=5e-5", "train.per_device_train_batch_size=32",
-                                 "train.save_strategy=no", "train.disable_tqdm=true",
+                                 "train.save_strategy=no", "train.eval_strategy=no",
+                                 "train.load_best_model_at_end=false", "train.disable_tqdm=true",
                                  "--output-dir", f"{tmp}/kit-{repeat}"])
             kit = json.loads(Path(f"{tmp}/kit-{repeat}/metrics.json").read_text())
             rows.append((plain_wall, plain["train_samples_per_second"], plain["validation_accuracy"],
