@@ -306,17 +306,23 @@ class LoadedRun:
     metrics: dict[str, Any]
 
 
+def require_finished_run(path: Path) -> None:
+    """Raise unless ``path`` is a run directory that ``train`` finished."""
+    if not path.is_dir():
+        raise HFTransferError(f"{str(path)!r} is not a directory; pass a run directory of hftransfer train")
+    if not (path / "recipe.yaml").is_file() or not (path / "metrics.json").is_file():
+        raise HFTransferError(
+            f"{str(path)!r} is not a finished hftransfer run (no recipe.yaml/metrics.json); "
+            "pass the directory that `hftransfer train` printed"
+        )
+
+
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a run directory (its recipe, model and tokenizer) for ``predict``/``evaluate``."""
     from .models import ModelSpec, load_tokenizer
 
     path = Path(run_dir)
-    if not path.is_dir():
-        raise HFTransferError(f"{str(path)!r} is not a directory; pass a run directory of hftransfer train")
-    if not (path / "recipe.yaml").exists() or not (path / "metrics.json").exists():
-        raise HFTransferError(
-            f"{str(path)!r} is not a finished hftransfer run (no recipe.yaml/metrics.json)"
-        )
+    require_finished_run(path)
     recipe = load_recipe(path / "recipe.yaml")
     try:
         metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))

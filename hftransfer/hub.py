@@ -84,14 +84,10 @@ def check_repo_id(repo_id: str) -> None:
 
 def check_run(run_dir: Path) -> bool:
     """Raise unless ``run_dir`` is a finished run with a model; return whether it is an adapter run."""
+    from .engine import require_finished_run
+
     where = str(run_dir)
-    if not run_dir.is_dir():
-        raise HFTransferError(f"{where!r} is not a directory; pass a run directory of hftransfer train")
-    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "metrics.json").is_file():
-        raise HFTransferError(
-            f"{where!r} is not a finished hftransfer run (no recipe.yaml/metrics.json); "
-            "push the directory that `hftransfer train` printed"
-        )
+    require_finished_run(run_dir)
     adapter = (run_dir / "adapter_config.json").is_file()
     if adapter:
         missing = [f for f in ("adapter_model.safetensors", "config.json") if not (run_dir / f).is_file()]
