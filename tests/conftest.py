@@ -73,21 +73,10 @@ def toy_data(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_recipe(tiny_model_dir, toy_data):
     """A recipe mapping that trains the tiny model on the toy data in seconds."""
+    from helpers import tiny_recipe_dict
+
     def make(strategy_name: str = "full", **extra) -> dict:
-        recipe = {
-            "name": f"tiny-{strategy_name}",
-            "model": {"name_or_path": str(tiny_model_dir)},
-            "task": {"type": "text-classification"},
-            "data": {"train": str(toy_data / "train.csv"),
-                     "validation": str(toy_data / "validation.csv"),
-                     "test": str(toy_data / "test.csv")},
-            "strategy": {"name": strategy_name},
-            "train": {"num_train_epochs": 2, "per_device_train_batch_size": 16,
-                      "learning_rate": 1e-3, "save_strategy": "no", "disable_tqdm": True},
-        }
-        for key, value in extra.items():
-            recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
-        return recipe
+        return tiny_recipe_dict(tiny_model_dir, toy_data, strategy_name, **extra)
 
     return make
 

@@ -9,6 +9,26 @@ from hftransfer.cli import main
 from hftransfer.errors import HFTransferError
 
 
+def tiny_recipe_dict(model_dir: str | Path, toy_data: Path, strategy_name: str = "full",
+                     **sections) -> dict:
+    """A recipe mapping that trains the tiny model on the toy data in seconds; mapping
+    ``sections`` are merged into the defaults, other values replace them."""
+    recipe = {
+        "name": f"tiny-{strategy_name}",
+        "model": {"name_or_path": str(model_dir)},
+        "task": {"type": "text-classification"},
+        "data": {"train": str(toy_data / "train.csv"),
+                 "validation": str(toy_data / "validation.csv"),
+                 "test": str(toy_data / "test.csv")},
+        "strategy": {"name": strategy_name},
+        "train": {"num_train_epochs": 2, "per_device_train_batch_size": 16,
+                  "learning_rate": 1e-3, "save_strategy": "no", "disable_tqdm": True},
+    }
+    for key, value in sections.items():
+        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
+    return recipe
+
+
 def user_error(*needles: str, call, **kwargs) -> str:
     """Run ``call``; it must raise HFTransferError whose single-line message holds every needle."""
     with pytest.raises(HFTransferError) as info:

@@ -13,26 +13,17 @@ from huggingface_hub import ModelCard
 import hftransfer
 from hftransfer.cards import render_card, write_card
 from hftransfer.recipe import EMBEDDED_MODEL_ID, load_recipe
-from helpers import run_cli
+from helpers import run_cli, tiny_recipe_dict
+
+# The tiny runs these tests render cards for: one epoch is enough.
+ONE_EPOCH = {"num_train_epochs": 1, "learning_rate": 3e-3}
 
 HEADINGS = ("## How it was transferred", "## Results", "## Training hyper-parameters",
             "## How to use", "## Reproduce", "## Intended use and limitations")
 
 
 def recipe_dict(model: str, toy_data: Path, strategy: str = "full", **sections) -> dict:
-    recipe = {
-        "name": f"tiny-{strategy}",
-        "model": {"name_or_path": model},
-        "task": {"type": "text-classification"},
-        "data": {"train": str(toy_data / "train.csv"), "validation": str(toy_data / "validation.csv"),
-                 "test": str(toy_data / "test.csv")},
-        "strategy": {"name": strategy},
-        "train": {"num_train_epochs": 1, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
-                  "save_strategy": "no", "disable_tqdm": True},
-    }
-    for key, value in sections.items():
-        recipe[key] = value if key == "data" else {**recipe.get(key, {}), **value}
-    return recipe
+    return tiny_recipe_dict(model, toy_data, strategy, **{"train": ONE_EPOCH, **sections})
 
 
 def fake_metrics(base_model: str, strategy: str = "full", **extra) -> dict:
@@ -150,7 +141,7 @@ def test_baseline_rows_come_only_from_metrics(toy_data, tiny_model_dir):
 
 def test_hub_dataset_and_merged_card(tiny_model_dir, toy_data):
     recipe = load_recipe(recipe_dict(str(tiny_model_dir), toy_data, "lora",
-                                     data={"dataset": "stanfordnlp/sst2"}))
+                                     data={"dataset": "stanfordnlp/sst2", "train": None}))
     card = render_card(recipe, fake_metrics(str(tiny_model_dir), "lora"), merged=True)
     assert card.data.datasets == ["stanfordnlp/sst2"]
     assert card.data.library_name == "transformers"

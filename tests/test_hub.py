@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 
 import hftransfer
-from helpers import assert_cli_error, run_cli
+from helpers import assert_cli_error, run_cli, tiny_recipe_dict
+
+# The tiny runs these tests publish: one epoch is enough.
+ONE_EPOCH = {"num_train_epochs": 1, "learning_rate": 3e-3}
 
 PICKLES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 FULL_FILES = {"README.md", "config.json", "model.safetensors", "tokenizer.json",
@@ -47,16 +50,7 @@ def runs(tmp_path_factory, tiny_model_dir, toy_data) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("push-runs")
     out = {}
     for strategy in ("full", "lora"):
-        recipe = {
-            "name": f"tiny-{strategy}",
-            "model": {"name_or_path": str(tiny_model_dir)},
-            "task": {"type": "text-classification"},
-            "data": {"train": str(toy_data / "train.csv"), "validation": str(toy_data / "validation.csv"),
-                     "test": str(toy_data / "test.csv")},
-            "strategy": {"name": strategy},
-            "train": {"num_train_epochs": 1, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
-                      "save_strategy": "no", "disable_tqdm": True},
-        }
+        recipe = tiny_recipe_dict(tiny_model_dir, toy_data, strategy, train=ONE_EPOCH)
         run_dir = hftransfer.train(recipe, output_dir=base / strategy).run_dir
         for decoy in DECOYS:
             path = run_dir / decoy

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 import hftransfer
 from hftransfer.cli import main
 from hftransfer.errors import HFTransferError
+from helpers import tiny_recipe_dict
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +23,8 @@ def runs(tmp_path_factory, tiny_model_dir, toy_data):
     out = {}
     base = tmp_path_factory.mktemp("runs")
     for strategy in ("full", "lora", "scratch"):
-        recipe = {
-            "name": f"tiny-{strategy}",
-            "model": {"name_or_path": str(tiny_model_dir)},
-            "data": {"train": str(toy_data / "train.csv"), "validation": str(toy_data / "validation.csv"),
-                     "test": str(toy_data / "test.csv")},
-            "strategy": {"name": strategy},
-            "train": {"num_train_epochs": 8, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
-                      "disable_tqdm": True},
-        }
+        recipe = tiny_recipe_dict(tiny_model_dir, toy_data, strategy, train={
+            "num_train_epochs": 8, "learning_rate": 3e-3, "save_strategy": "epoch"})
         out[strategy] = hftransfer.train(recipe, output_dir=base / strategy)
     return out
 
