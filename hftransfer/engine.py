@@ -63,6 +63,14 @@ class TransferTrainer(Trainer):
                 loss = loss + extra
         return (loss, outputs) if return_outputs else loss
 
+    def _get_eval_sampler(self, eval_dataset):
+        # The kit sorts evaluation sets by length itself, so reading them in order pads least;
+        # the Trainer would otherwise reuse the training-time length grouping (shuffled
+        # mega-batches) here.
+        from torch.utils.data import SequentialSampler
+
+        return SequentialSampler(eval_dataset)
+
     def create_optimizer(self, model=None):
         groups = self.strategy.parameter_groups(self.model)
         if groups is None or self.optimizer is not None:
@@ -106,7 +114,9 @@ def training_values(recipe: Recipe, strategy_cls: Any) -> dict[str, Any]:
     # Pinned memory only helps copies to a GPU (and warns on every dataloader without one).
     device_defaults: dict[str, Any] = {"dataloader_pin_memory": torch.cuda.is_available()}
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device_defaults["ddp_backend"] = "gloo"  # processes launched on CPUs talk over gloo
+        # Processes launched on CPUs: without use_cpu Accelerate finds no GPU and sets up no
+        # process group at all, so every process would train and evaluate alone.
+        device_defaults.update(use_cpu=True, ddp_backend="gloo")
     values = {**KIT_DEFAULTS, **device_defaults, **strategy_cls.defaults, **recipe.train}
     if values.get("load_best_model_at_end") and values.get("eval_strategy", "no") == "no":
         values["eval_strategy"] = values.get("save_strategy", "epoch")

@@ -3,6 +3,7 @@ shipped recipes on ../shared/data. Marked slow; together about two minutes on 2 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,21 @@ def test_quickstart_transfers_and_scratch_does_not(tmp_path, monkeypatch):
 
     out = pipeline("text-classification", model=str(full))(["the goalkeeper saved a penalty"])
     assert out[0]["label"] in {"sports", "food", "weather", "technology"}
+
+
+@pytest.mark.slow
+def test_quickstart_on_two_cpu_processes(tmp_path):
+    """The scaling-out path a user takes first: the shipped CPU config, 2 processes over gloo."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               "recipes/accelerate/cpu-2proc.yaml", "-m", "hftransfer", "train",
+               "recipes/quickstart.yaml", "--output-dir", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train"]["world_size"] == 2
+    assert metrics["data"]["test"] == 100
+    assert metrics["test"]["accuracy"] >= 0.80
 
 
 @pytest.mark.slow
