@@ -99,9 +99,9 @@ def _inline(value: Any) -> str:
 
 def _hyperparameters(recipe: "Recipe", metrics: dict[str, Any]) -> list[tuple[str, str]]:
     from .engine import training_values
-    from .registry import get_strategy
+    from .registry import get_strategy, get_task
 
-    values = training_values(recipe, get_strategy(recipe.strategy_name))
+    values = training_values(recipe, get_strategy(recipe.strategy_name), get_task(recipe.task_type))
     rows = [(key, _fmt_setting(values[key])) for key in HYPERPARAMETERS if key in values]
     warmup = values.get("warmup_steps")
     if isinstance(warmup, float) and 0 < warmup < 1:  # transformers reads it as a fraction of the steps

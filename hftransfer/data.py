@@ -29,6 +29,8 @@ logger = logging.getLogger("hftransfer")
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet"}
+TASK_FORMATS = ("conll",)
+"""Formats that one task reads itself (token-classification: CoNLL column files)."""
 
 
 @dataclass
@@ -319,7 +321,7 @@ def load_splits(spec: "DataSpec", task: "Task", seed: int) -> Splits:
         for role in ("train", "validation", "test"):
             entry = getattr(spec, role)
             if entry is not None:
-                raw[role] = read_files(entry, f"data.{role}", spec.format, check=task.check_split)
+                raw[role] = task.read_split(entry, f"data.{role}", spec.format)
     if spec.dataset is not None:
         for role, ds in raw.items():
             raw[role] = task.check_split(ds, f"data.{role}")

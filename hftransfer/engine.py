@@ -107,8 +107,9 @@ def staging_dir(run_dir: Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.partial"
 
 
-def training_values(recipe: Recipe, strategy_cls: Any) -> dict[str, Any]:
-    """The training arguments a run uses: kit defaults < strategy defaults < the recipe's ``train:``."""
+def training_values(recipe: Recipe, strategy_cls: Any, task_cls: Any) -> dict[str, Any]:
+    """The training arguments a run uses: kit defaults < task defaults < strategy defaults < the
+    recipe's ``train:``."""
     import torch
 
     # Pinned memory only helps copies to a GPU (and warns on every dataloader without one).
@@ -117,16 +118,23 @@ def training_values(recipe: Recipe, strategy_cls: Any) -> dict[str, Any]:
         # Processes launched on CPUs: without use_cpu Accelerate finds no GPU and sets up no
         # process group at all, so every process would train and evaluate alone.
         device_defaults.update(use_cpu=True, ddp_backend="gloo")
-    values = {**KIT_DEFAULTS, **device_defaults, **strategy_cls.defaults, **recipe.train}
+    values = {**KIT_DEFAULTS, **device_defaults, **task_cls.training_defaults, **strategy_cls.defaults,
+              **recipe.train}
     if values.get("load_best_model_at_end") and values.get("eval_strategy", "no") == "no":
         values["eval_strategy"] = values.get("save_strategy", "epoch")
     return values
 
 
-def training_arguments(recipe: Recipe, strategy_cls: Any, output_dir: Path) -> TrainingArguments:
+def training_arguments(recipe: Recipe, strategy_cls: Any, task_cls: Any,
+                       output_dir: Path) -> TrainingArguments:
     from .recipe import make_training_arguments
 
-    return make_training_arguments(training_values(recipe, strategy_cls), str(output_dir))
+    return make_training_arguments(training_values(recipe, strategy_cls, task_cls), str(output_dir))
+
+
+def length_sorted(ds: Any) -> Any:
+    """Evaluation order does not change metrics; sorting text by length removes most padding."""
+    return ds.sort("length") if "length" in getattr(ds, "column_names", ()) else ds
 
 
 def train(
@@ -142,7 +150,7 @@ def train(
     >>> result.metrics["test"]["accuracy"]
     """
     from .data import load_splits
-    from .models import load_config, load_tokenizer, public_name, resolve
+    from .models import public_name, source_config, source_location
 
     recipe = load_recipe(recipe, overrides)
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
@@ -171,13 +179,13 @@ def train(
     task = get_task(recipe.task_type)(recipe.task_options)
     strategy_cls = get_strategy(recipe.strategy_name)
     strategy = strategy_cls(recipe.strategy_options, task)
-    args = training_arguments(recipe, strategy_cls, stage / "checkpoints")
+    args = training_arguments(recipe, strategy_cls, type(task), stage / "checkpoints")
     data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
 
     started = time.perf_counter()
     # Every check of the user's input runs before anything is written or deleted.
-    location = resolve(recipe.model)
-    strategy.check_model(load_config(location, recipe.model))
+    config = source_config(recipe.model)
+    strategy.check_model(config)
     splits = load_splits(recipe.data, task, data_seed)
     if args.eval_strategy != "no" and splits.validation is None:
         raise HFTransferError(
@@ -185,7 +193,8 @@ def train(
             "load_best_model_at_end) needs a validation split: set data.validation or a "
             "data.validation_fraction above 0"
         )
-    tokenizer = load_tokenizer(location, recipe.model)
+    location = source_location(recipe.model) if recipe.model.config is None else None
+    processor = task.load_processor(location, recipe.model, config)
     if not resume and main and stage.exists():
         shutil.rmtree(stage)  # leftovers of a crashed run that is not being resumed
     from transformers import set_seed
@@ -198,13 +207,12 @@ def train(
                 f"{params['trainable']:,}", f"{params['total']:,}",
                 100 * params["trainable"] / max(params["total"], 1))
 
-    train_ds = task.preprocess(splits.train, tokenizer, splits.labels)
-    # Evaluation order does not change metrics; sorting by length removes most padding.
-    evals = {name: task.preprocess(ds, tokenizer, splits.labels).sort("length")
+    train_ds = task.preprocess(splits.train, processor, splits.labels, training=True)
+    evals = {name: length_sorted(task.preprocess(ds, processor, splits.labels))
              for name, ds in (("validation", splits.validation), ("test", splits.test))
              if ds is not None}
 
-    train_ds, evals, collator = strategy.prepare_data(train_ds, evals, task.collator(tokenizer))
+    train_ds, evals, collator = strategy.prepare_data(train_ds, evals, task.collator(processor))
 
     trainer = TransferTrainer(
         model=model,
@@ -212,7 +220,7 @@ def train(
         strategy=strategy,
         train_dataset=train_ds,
         eval_dataset=evals.get("validation"),
-        processing_class=tokenizer,
+        processing_class=processor,
         data_collator=collator,
         compute_metrics=task.compute_metrics(splits.labels),
         callbacks=strategy.callbacks(),
@@ -246,17 +254,17 @@ def train(
         "loss": round(float(output.training_loss), 6),
     }
     if main:
-        _write_run(stage, run_dir, recipe, strategy, trainer, tokenizer, metrics, overwrite)
+        _write_run(stage, run_dir, recipe, strategy, trainer, processor, metrics, overwrite)
     return RunResult(run_dir=run_dir, metrics=metrics)
 
 
 def _write_run(stage: Path, run_dir: Path, recipe: Recipe, strategy: Any, trainer: Trainer,
-               tokenizer: Any, metrics: dict[str, Any], overwrite: bool) -> None:
+               processor: Any, metrics: dict[str, Any], overwrite: bool) -> None:
     from .cards import write_card
 
     stage.mkdir(parents=True, exist_ok=True)
     strategy.save(trainer.model, stage)
-    tokenizer.save_pretrained(stage)
+    processor.save_pretrained(stage)
     (stage / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
     logs = stage / "logs"
     logs.mkdir(exist_ok=True)
@@ -329,7 +337,7 @@ def require_finished_run(path: Path) -> None:
 
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a run directory (its recipe, model and tokenizer) for ``predict``/``evaluate``."""
-    from .models import ModelSpec, load_tokenizer
+    from .models import ModelSpec, load_config
 
     path = Path(run_dir)
     require_finished_run(path)
@@ -344,13 +352,14 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     strategy = get_strategy(recipe.strategy_name)(recipe.strategy_options, task)
     model = strategy.load_trained(path, recipe.model)
     model.eval()
-    processor = load_tokenizer(str(path), ModelSpec(name_or_path=str(path)))
+    own = ModelSpec(name_or_path=str(path))  # the run saved its processor next to the model
+    processor = task.load_processor(str(path), own, load_config(str(path), own))
     return LoadedRun(path, recipe, task, model, processor, metrics)
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = None) -> dict[str, Any]:
     """Metrics of a finished run on one of its recipe's splits, or on a data file."""
-    from .data import load_splits, read_files
+    from .data import load_splits
 
     if data is None and split not in ("train", "validation", "test"):
         raise HFTransferError(f"--split must be train, validation or test, got {split!r}")
@@ -361,7 +370,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
     run = load_run(run_dir)
     labels = run.metrics.get("labels") or [run.model.config.id2label[i] for i in sorted(run.model.config.id2label)]
     if data is not None:
-        ds = read_files(data, "--data", run.recipe.data.format, check=run.task.check_split)
+        ds = run.task.read_split(data, "--data", run.recipe.data.format)
     else:
         splits = load_splits(run.recipe.data, run.task, run.recipe.data.seed
                              if run.recipe.data.seed is not None else run.recipe.train.get("seed", 0))
@@ -369,11 +378,15 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
         if ds is None:
             raise HFTransferError(f"the run's recipe has no {split} split; pass --data PATH")
     run.task.check_labels(ds, labels, data or f"data.{split}")
-    encoded = run.task.preprocess(ds, run.processor, labels).sort("length")
+    encoded = length_sorted(run.task.preprocess(ds, run.processor, labels))
     import tempfile
 
+    import torch
+
     args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="hftransfer-eval-"), report_to="none",
-                             per_device_eval_batch_size=64, disable_tqdm=True)
+                             per_device_eval_batch_size=64, disable_tqdm=True,
+                             dataloader_pin_memory=torch.cuda.is_available(),
+                             remove_unused_columns=run.task.training_defaults.get("remove_unused_columns", True))
     trainer = Trainer(model=run.model, args=args, processing_class=run.processor,
                       data_collator=run.task.collator(run.processor),
                       compute_metrics=run.task.compute_metrics(labels))

@@ -211,6 +211,8 @@ class FeatureExtraction(Strategy):
     def pooling_for(self, spec) -> str:
         if self.options.pooling:
             return self.options.pooling
+        if spec.config is not None:
+            return "cls"
         location = Path(resolve(spec))
         is_sentence_transformer = location.is_dir() and (
             (location / "modules.json").exists() or (location / "sentence_bert_config.json").exists())

@@ -34,7 +34,118 @@ def is_embedded(name: str) -> bool:
 
 def public_name(spec: ModelSpec) -> str:
     """The name to record in cards and metrics: the Hub id for the embedded copy."""
+    if spec.config is not None:
+        return f"random-init {spec.config.get('model_type', '?')} (model.config)"
     return EMBEDDED_MODEL_ID if is_embedded(spec.name_or_path) else spec.name_or_path
+
+
+def source_config(spec: ModelSpec, **kwargs: Any):
+    """The source model's config: built from the inline ``model.config``, or the checkpoint's."""
+    if spec.config is None:
+        return load_config(resolve(spec), spec, **kwargs)
+    import inspect
+
+    from transformers import AutoConfig, PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    fields = dict(spec.config)
+    model_type = fields.pop("model_type", None)
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        known = ", ".join(t for t in ("bert", "roberta", "distilbert", "vit", "wav2vec2") if t in CONFIG_MAPPING)
+        raise HFTransferError(
+            f"model.config.model_type {model_type!r} is not a transformers model type; "
+            f"use one such as {known}"
+        )
+    config_cls = CONFIG_MAPPING[model_type]
+    accepted = set(inspect.signature(config_cls.__init__).parameters) | set(vars(config_cls()))
+    accepted |= set(inspect.signature(PretrainedConfig.__init__).parameters)
+    unknown = sorted(set(fields) - accepted)
+    if unknown:  # a typo would otherwise be kept as an unused attribute, silently
+        raise HFTransferError(
+            f"model.config: {', '.join(unknown)} is not a field of {config_cls.__name__}"
+        )
+    try:
+        return AutoConfig.for_model(model_type, **fields, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise HFTransferError(f"model.config: {str(exc).splitlines()[0]}") from None
+
+
+def source_location(spec: ModelSpec) -> str:
+    """Where the source weights load from. An adapter run of the kit is merged into its base
+    model once (cached), so it serves as a plain source model for the next run."""
+    location = resolve(spec)
+    path = Path(location)
+    if not (path / "adapter_config.json").exists() or any((path / f).exists() for f in SAFE_WEIGHTS[:2]):
+        return location
+    return merged_adapter_run(path)
+
+
+def merged_adapter_run(run: Path) -> str:
+    import hashlib
+    import shutil
+
+    from .features import cache_root
+
+    digest = hashlib.sha256((run / "adapter_model.safetensors").read_bytes()
+                            + (run / "config.json").read_bytes()).hexdigest()[:24]
+    out = cache_root() / "merged" / digest
+    if (out / "config.json").exists():
+        return str(out)
+    if not (run / "recipe.yaml").exists() or not (run / "config.json").exists():
+        raise HFTransferError(
+            f"model.name_or_path {str(run)!r} is an adapter without its base; give a run directory "
+            "of hftransfer (it records the base) or merge the adapter first"
+        )
+    import transformers
+    from peft import PeftModel
+
+    from .recipe import load_recipe
+
+    base_spec = load_recipe(run / "recipe.yaml").model
+    config = load_config(str(run), ModelSpec(name_or_path=str(run)))
+    auto = getattr(transformers, (config.architectures or ["AutoModel"])[0], transformers.AutoModel)
+    if base_spec.config is not None:
+        raise HFTransferError(f"{str(run)!r}: an adapter on a random-init model cannot be a source")
+    base = load_pretrained(auto, source_location(base_spec), base_spec, config=config)
+    merged = PeftModel.from_pretrained(base, str(run)).merge_and_unload()
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    merged.save_pretrained(tmp)
+    for item in run.iterdir():  # tokenizer / processor files
+        if item.is_file() and item.name not in ("config.json", "README.md", "metrics.json") \
+                and not item.name.startswith("adapter_"):
+            shutil.copy2(item, tmp / item.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    return str(out)
+
+
+def processor_location(location: str | None, spec: ModelSpec) -> str:
+    """Where the processor loads from: ``model.processor`` if set, else next to the model."""
+    if spec.processor:
+        if is_embedded(spec.processor):
+            return embedded_model_path()
+        path = Path(os.path.expanduser(spec.processor))
+        if path.exists() or _HUB_ID.match(spec.processor) and not spec.processor.startswith((".", "/", "~")):
+            return str(path) if path.exists() else spec.processor
+        raise HFTransferError(f"model.processor: {spec.processor!r} does not exist")
+    if location is None:
+        raise HFTransferError(
+            "model.config builds a random model with no tokenizer or processor of its own; set "
+            "model.processor to where they come from (e.g. embedded, or a model directory)"
+        )
+    return location
+
+
+def load_text_processor(location: str | None, spec: ModelSpec, config: Any):
+    """The tokenizer of a text model, checked to fit the model's vocabulary."""
+    tokenizer = load_tokenizer(processor_location(location, spec), spec)
+    vocab = getattr(config, "vocab_size", None)
+    if spec.config is not None and vocab is not None and len(tokenizer) > vocab:
+        raise HFTransferError(
+            f"model.config.vocab_size is {vocab} but the tokenizer from model.processor has "
+            f"{len(tokenizer)} tokens; set vocab_size to at least {len(tokenizer)}"
+        )
+    return tokenizer
 
 
 def resolve(spec: ModelSpec) -> str:

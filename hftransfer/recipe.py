@@ -42,6 +42,12 @@ class ModelSpec:
     """Run Python code shipped with the model (off unless you trust the model's author)."""
     allow_pickle: bool = False
     """Load ``pytorch_model.bin`` weights (pickle can run code; safetensors only by default)."""
+    config: dict[str, Any] | None = None
+    """An inline config (``{model_type: vit, hidden_size: 64, ...}``): a randomly initialised
+    source model of that architecture instead of a checkpoint (``name_or_path`` is then unused)."""
+    processor: str | None = None
+    """Where to load the tokenizer / image processor / feature extractor from, when it is not
+    next to the model (needed for text models built from ``config``)."""
 
 
 @dataclass
@@ -68,12 +74,12 @@ class DataSpec:
     """Seed for splits and budgets; defaults to ``train.seed``."""
 
     def __post_init__(self) -> None:
-        from .data import FORMATS
+        from .data import FORMATS, TASK_FORMATS
 
-        if self.format is not None and self.format.lower() not in set(FORMATS.values()):
+        known = sorted(set(FORMATS.values()) | set(TASK_FORMATS))
+        if self.format is not None and self.format.lower() not in known:
             raise HFTransferError(
-                f"data.format {self.format!r} is not supported; use one of "
-                f"{', '.join(sorted(set(FORMATS.values())))}"
+                f"data.format {self.format!r} is not supported; use one of {', '.join(known)}"
             )
         if not 0.0 <= self.validation_fraction < 1.0:
             raise HFTransferError(

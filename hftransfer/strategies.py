@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import HFTransferError
-from .models import load_config, load_pretrained, resolve
+from .models import load_config, load_pretrained, source_config, source_location
 from .registry import register_strategy
 
 if TYPE_CHECKING:
@@ -58,7 +58,9 @@ class Strategy:
     # --- lifecycle hooks --------------------------------------------------------------------
     def build_model(self, spec: "ModelSpec", labels: list[str]):
         """Load the source model with a head sized for ``labels``."""
-        location = resolve(spec)
+        if spec.config is not None:
+            return self.random_model(spec, labels)
+        location = source_location(spec)
         source_config = load_config(location, spec)
         model, info = load_pretrained(
             self.task.auto_class, location, spec,
@@ -77,6 +79,14 @@ class Strategy:
             logger.warning("source labels %s differ from the target's %s: the head is replaced",
                            old_labels, labels)
         self.new_params = new
+        return model
+
+    def random_model(self, spec: "ModelSpec", labels: list[str]):
+        """The source architecture with random weights (``model.config``, or ``scratch``)."""
+        config = source_config(spec, **self.task.model_kwargs(labels))
+        model = self.task.auto_class.from_config(config, trust_remote_code=spec.trust_remote_code)
+        self.new_params = {name for name, _ in model.named_parameters()}
+        logger.info("%s: randomly initialised from its config", config.model_type)
         return model
 
     def check_model(self, config) -> None:
@@ -377,11 +387,7 @@ class Scratch(FullFineTune):
             )
 
     def build_model(self, spec, labels):
-        location = resolve(spec)
-        config = load_config(location, spec, **self.task.model_kwargs(labels))
-        model = self.task.auto_class.from_config(config, trust_remote_code=spec.trust_remote_code)
-        self.new_params = {name for name, _ in model.named_parameters()}
-        return model
+        return self.random_model(spec, labels)
 
 
 def _peft_config_class(method: str):
@@ -422,6 +428,11 @@ class PeftAdapter(Strategy):
     def validate_recipe(cls, recipe):
         from .registry import get_task
 
+        if recipe.model.config is not None:
+            raise HFTransferError(
+                "an adapter adapts pretrained weights, but model.config builds a random model that "
+                "no run could reload; train it with strategy full (or save it) and adapt that"
+            )
         cls.peft_config(recipe.strategy_options, get_task(recipe.task_type).peft_task_type)
 
     @classmethod
@@ -465,8 +476,10 @@ class PeftAdapter(Strategy):
 
             if model.config.model_type not in known:
                 config.target_modules = "all-linear"
-        # New (randomly initialised) modules must train in full, beside the adapter.
-        extra = [m for m in self.new_modules if m and m.split(".")[0] not in self.task.head_prefixes]
+        # New (randomly initialised) modules must train in full, beside the adapter. PEFT's task
+        # types take care of the usual head names; tasks PEFT has no type for list their head.
+        extra = [m for m in self.new_modules if m and (self.task.peft_task_type is None
+                                                       or m.split(".")[0] not in self.task.head_prefixes)]
         if extra:
             config.modules_to_save = sorted(set(config.modules_to_save or []) | set(extra))
         try:
@@ -486,7 +499,7 @@ class PeftAdapter(Strategy):
         from .models import ModelSpec as _Spec
 
         config = load_config(str(run_dir), _Spec(name_or_path=str(run_dir)))
-        base = load_pretrained(self.task.auto_class, resolve(spec), spec, config=config)
+        base = load_pretrained(self.task.auto_class, source_location(spec), spec, config=config)
         return PeftModel.from_pretrained(base, str(run_dir))
 
 

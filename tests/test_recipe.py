@@ -146,7 +146,7 @@ def test_train_accepts_training_arguments_fields(tmp_path):
     from transformers import TrainingArguments
 
     from hftransfer.engine import training_arguments
-    from hftransfer.registry import get_strategy
+    from hftransfer.registry import get_strategy, get_task
 
     train = {"gradient_accumulation_steps": 2, "lr_scheduler_type": "cosine",
              "label_smoothing_factor": 0.1, "max_steps": 3, "logging_steps": 5,
@@ -156,7 +156,7 @@ def test_train_accepts_training_arguments_fields(tmp_path):
     assert set(train) <= fields
     recipe = load_recipe(base_recipe(tmp_path, train=train))
     assert recipe.train["learning_rate"] == pytest.approx(3e-5)  # "3e-5" string -> float
-    args = training_arguments(recipe, get_strategy("full"), tmp_path / "out")
+    args = training_arguments(recipe, get_strategy("full"), get_task("text-classification"), tmp_path / "out")
     assert args.gradient_accumulation_steps == 2
     assert str(args.lr_scheduler_type).endswith("cosine") or args.lr_scheduler_type == "cosine"
     assert args.label_smoothing_factor == pytest.approx(0.1)

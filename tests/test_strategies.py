@@ -112,7 +112,7 @@ def test_layer_wise_rates_are_monotone_in_depth(tiny_recipe, tmp_path):
 
     recipe = load_recipe(tiny_recipe("full", strategy={"layer_lr_decay": 0.5}))
     strategy, model = _strategy(tiny_recipe, layer_lr_decay=0.5)
-    args = training_arguments(recipe, type(strategy), tmp_path)
+    args = training_arguments(recipe, type(strategy), type(strategy.task), tmp_path)
     trainer = TransferTrainer(model=model, args=args, strategy=strategy)
     optimizer = trainer.create_optimizer()
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}

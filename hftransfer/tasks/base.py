@@ -1,0 +1,201 @@
+"""Tasks: what is predicted. A task knows its Auto model class, how to read and preprocess its
+data, its collator, metrics, head, Hub pipeline tag and PEFT task type, so every strategy works
+with it unchanged. A new task is one class registered with ``@register_task(NAME)``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import numpy as np
+
+from ..errors import HFTransferError
+
+if TYPE_CHECKING:
+    import datasets
+
+    from ..recipe import ModelSpec
+
+logger = logging.getLogger("hftransfer")
+
+
+class Task:
+    """Base class of a task type. Subclasses register with ``@register_task(NAME)``."""
+
+    name: ClassVar[str]
+    auto_class_name: ClassVar[str]
+    pipeline_tag: ClassVar[str]
+    peft_task_type: ClassVar[str | None] = None
+    """PEFT's task type; None for tasks PEFT has none for (the head is then saved beside the adapter)."""
+    head_prefixes: ClassVar[tuple[str, ...]] = ("classifier", "score", "pre_classifier")
+    """Module names of the task head (newly initialised, always trained)."""
+    training_defaults: ClassVar[dict[str, Any]] = {}
+    """TrainingArguments this task needs (kit defaults < these < strategy defaults < recipe)."""
+    input_kind: ClassVar[str] = "texts"
+    """What ``predict`` takes, for messages: texts, image files, audio files."""
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, options: Any):
+        self.options = options
+
+    @property
+    def auto_class(self):
+        import transformers
+
+        return getattr(transformers, self.auto_class_name)
+
+    # --- data -------------------------------------------------------------------------------
+    def read_split(self, entry: str, where: str, declared_format: str | None) -> "datasets.Dataset":
+        """Read one split's files (a file, glob or folder) and check them."""
+        from ..data import read_files
+
+        return read_files(entry, where, declared_format, check=self.check_split)
+
+    def check_split(self, ds: "datasets.Dataset", where: str) -> "datasets.Dataset":
+        """Check columns and values; return the split, possibly normalised."""
+        return ds
+
+    def label_names(self, train: "datasets.Dataset", where: str) -> list[str]:
+        raise NotImplementedError
+
+    def check_labels(self, ds: "datasets.Dataset", labels: list[str], where: str) -> None:
+        pass
+
+    def stratify_keys(self, ds: "datasets.Dataset") -> list[Any] | None:
+        """Per-row keys for stratified splits and label budgets; None if not applicable."""
+        return None
+
+    def load_processor(self, location: str | None, spec: "ModelSpec", config: Any):
+        """The tokenizer / image processor / feature extractor for the source model.
+
+        ``location`` is where the source model lives (None for an inline ``model.config``);
+        ``model.processor`` in the recipe, when set, names another place to load it from."""
+        raise NotImplementedError
+
+    def preprocess(self, ds: "datasets.Dataset", processor: Any, labels: list[str],
+                   training: bool = False) -> "datasets.Dataset":
+        """Model inputs + ``labels``; text tasks add a ``length`` column (length-grouped batches,
+        length-sorted evaluation). ``training`` switches on augmentation where there is any."""
+        raise NotImplementedError
+
+    def collator(self, processor: Any) -> Callable:
+        raise NotImplementedError
+
+    # --- evaluation -------------------------------------------------------------------------
+    def compute_metrics(self, labels: list[str]) -> Callable:
+        """A ``compute_metrics`` function for the Trainer."""
+        raise NotImplementedError
+
+    def predict(self, model: Any, processor: Any, inputs: list[Any], batch_size: int = 32) -> list[Any]:
+        raise NotImplementedError
+
+    # --- models -----------------------------------------------------------------------------
+    def model_kwargs(self, labels: list[str]) -> dict[str, Any]:
+        """Config overrides that size the head for the target labels."""
+        return {
+            "num_labels": len(labels),
+            "id2label": {i: name for i, name in enumerate(labels)},
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }
+
+
+def label_str(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def sort_key(name: str):
+    """Label order: numbers numerically, then names alphabetically."""
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
+class ClassificationTask(Task):
+    """One label per example, read from ``options.label_column`` (text, image and audio
+    classification share this): label names, checks, stratification, accuracy/F1."""
+
+    def raw_labels(self, ds) -> list[str]:
+        feature = ds.features.get(self.options.label_column)
+        values = ds[self.options.label_column]
+        if hasattr(feature, "int2str"):  # a ClassLabel: use its names
+            return [feature.int2str(v) for v in values]
+        return [label_str(v) for v in values]
+
+    def check_label_column(self, ds, where) -> None:
+        column = self.options.label_column
+        if column not in ds.column_names:
+            raise HFTransferError(
+                f"{where}: column {column!r} (task.label_column) not found; columns are "
+                f"{', '.join(ds.column_names)}; set task.label_column to one of them"
+            )
+        for row, value in enumerate(ds[column], start=1):
+            if value is None or label_str(value) == "":
+                raise HFTransferError(
+                    f"{where}: row {row} has an empty label in column {column!r}; "
+                    "fill it in or remove the row"
+                )
+
+    def label_names(self, train, where):
+        feature = train.features.get(self.options.label_column)
+        if hasattr(feature, "names"):
+            names = list(feature.names)
+        else:
+            names = sorted(set(self.raw_labels(train)), key=sort_key)
+        present = set(self.raw_labels(train))
+        if len(present) < 2:
+            raise HFTransferError(
+                f"{where}: column {self.options.label_column!r} has a single class "
+                f"({', '.join(sorted(present))}); classification needs at least two"
+            )
+        return names
+
+    def check_labels(self, ds, labels, where):
+        unseen = sorted(set(self.raw_labels(ds)) - set(labels))
+        if unseen:
+            raise HFTransferError(
+                f"{where}: labels not seen in train: {', '.join(map(repr, unseen[:5]))}; "
+                f"train has {', '.join(map(repr, labels))}"
+            )
+
+    def stratify_keys(self, ds):
+        return self.raw_labels(ds)
+
+    def label_ids(self, ds, labels: list[str]) -> list[int] | None:
+        """The label index of every row, or None for an unlabelled split."""
+        if self.options.label_column not in ds.column_names:
+            return None
+        label2id = {name: i for i, name in enumerate(labels)}
+        return [label2id[v] for v in self.raw_labels(ds)]
+
+    def compute_metrics(self, labels):
+        from sklearn.metrics import accuracy_score, f1_score
+
+        def compute(eval_pred):
+            logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+            preds = np.asarray(logits).argmax(-1)
+            refs = np.asarray(eval_pred.label_ids)
+            average = "binary" if len(labels) == 2 else "macro"
+            return {
+                "accuracy": float(accuracy_score(refs, preds)),
+                "f1": float(f1_score(refs, preds, average=average, zero_division=0)),
+            }
+
+        return compute
+
+    @staticmethod
+    def top_label(model, logits) -> list[dict[str, Any]]:
+        """``[{"label": name, "score": p}]`` for a batch of logits."""
+        id2label = model.config.id2label
+        probs = logits.float().softmax(-1).cpu()
+        out = []
+        for p in probs:
+            best = int(p.argmax())
+            out.append({"label": id2label.get(best, str(best)), "score": float(p[best])})
+        return out

@@ -1,0 +1,129 @@
+"""Sentence (and sentence-pair) classification."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from ..errors import HFTransferError
+from ..registry import register_task
+from .base import ClassificationTask, label_str
+
+logger = logging.getLogger("hftransfer")
+
+
+@register_task("text-classification")
+class TextClassification(ClassificationTask):
+    """Classify a sentence, or a pair of sentences (``text_pair_column``), into labels."""
+
+    auto_class_name = "AutoModelForSequenceClassification"
+    pipeline_tag = "text-classification"
+    peft_task_type = "SEQ_CLS"
+
+    @dataclass
+    class Options:
+        text_column: str = "text"
+        text_pair_column: str | None = None
+        label_column: str = "label"
+        max_length: int | None = None
+        """Truncate inputs to this many tokens (default: the model's limit, at most 512)."""
+
+        def __post_init__(self) -> None:
+            if self.max_length is not None and self.max_length < 2:
+                raise HFTransferError(f"task.max_length must be at least 2, got {self.max_length}")
+
+    def _columns(self, labelled: bool = True) -> list[tuple[str, str]]:
+        o = self.options
+        cols = [("text_column", o.text_column)]
+        if o.text_pair_column:
+            cols.append(("text_pair_column", o.text_pair_column))
+        if labelled:
+            cols.append(("label_column", o.label_column))
+        return cols
+
+    def check_split(self, ds, where, labelled: bool = True):
+        for key, column in self._columns(labelled):
+            if column not in ds.column_names:
+                raise HFTransferError(
+                    f"{where}: column {column!r} (task.{key}) not found; columns are "
+                    f"{', '.join(ds.column_names)}; set task.{key} to one of them"
+                )
+        if len(ds) == 0:
+            raise HFTransferError(f"{where}: no rows")
+        for key, column in self._columns(labelled):
+            values = ds[column]
+            for row, value in enumerate(values, start=1):
+                if value is None or (key == "label_column" and label_str(value) == ""):
+                    what = "label" if key == "label_column" else "text"
+                    raise HFTransferError(
+                        f"{where}: row {row} has an empty {what} in column {column!r}; "
+                        "fill it in or remove the row"
+                    )
+                if key != "label_column" and not isinstance(value, str):
+                    raise HFTransferError(
+                        f"{where}: row {row} of column {column!r} is not text ({value!r})"
+                    )
+        return ds
+
+    def _max_length(self, tokenizer) -> int:
+        if self.options.max_length:
+            return self.options.max_length
+        limit = getattr(tokenizer, "model_max_length", 512) or 512
+        return int(min(limit, 512))
+
+    def _encode(self, tokenizer, texts, pairs=None):
+        return tokenizer(texts, pairs, truncation=True, max_length=self._max_length(tokenizer))
+
+    def load_processor(self, location, spec, config):
+        from ..models import load_text_processor
+
+        return load_text_processor(location, spec, config)
+
+    def preprocess(self, ds, processor, labels, training=False):
+        o = self.options
+
+        def encode(batch):
+            enc = self._encode(
+                processor, batch[o.text_column], batch[o.text_pair_column] if o.text_pair_column else None
+            )
+            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            return enc
+
+        label_ids = self.label_ids(ds, labels)
+        # An explicit fingerprint: datasets would otherwise hash the tokenizer (~1 s) to name
+        # a cache entry that in-memory datasets never use.
+        fingerprint = hashlib.sha256(f"{ds._fingerprint}|{processor.name_or_path}|{self.options}".encode()).hexdigest()[:16]
+        out = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing",
+                     new_fingerprint=fingerprint)
+        if label_ids is not None:
+            out = out.add_column("labels", label_ids)
+        return out
+
+    def collator(self, processor):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(processor)
+
+    def predict(self, model, processor, inputs, batch_size=32):
+        """Inputs are strings, or (text, pair) tuples for pair tasks. Returns
+        ``[{"label": name, "score": p}]`` in input order."""
+        import torch
+
+        device = next(model.parameters()).device
+        model.eval()
+        order = sorted(range(len(inputs)), key=lambda i: len(str(inputs[i])))  # less padding
+        results: list[dict | None] = [None] * len(inputs)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = [inputs[i] for i in idx]
+            if self.options.text_pair_column:
+                texts, pairs = [b[0] for b in batch], [b[1] for b in batch]
+            else:
+                texts, pairs = batch, None
+            enc = self._encode(processor, texts, pairs)
+            enc = processor.pad(enc, return_tensors="pt")
+            with torch.no_grad():
+                logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
+            for i, result in zip(idx, self.top_label(model, logits)):
+                results[i] = result
+        return results  # type: ignore[return-value]
