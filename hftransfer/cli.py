@@ -72,7 +72,7 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         for text, result in zip(inputs, results):
             shown = text if isinstance(text, str) else " ||| ".join(text)
-            print(f"{result['label']}\t{result['score']:.4f}\t{shown}")
+            print(run.task.format_prediction(shown, result))
     return 0
 
 

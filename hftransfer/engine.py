@@ -207,7 +207,7 @@ def train(
                 f"{params['trainable']:,}", f"{params['total']:,}",
                 100 * params["trainable"] / max(params["total"], 1))
 
-    train_ds = task.preprocess(splits.train, processor, splits.labels, training=True)
+    train_ds = task.preprocess(splits.train, processor, splits.labels, training=strategy.augments)
     evals = {name: length_sorted(task.preprocess(ds, processor, splits.labels))
              for name, ds in (("validation", splits.validation), ("test", splits.test))
              if ds is not None}

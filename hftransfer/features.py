@@ -1,8 +1,8 @@
 """Feature extraction: a frozen encoder runs once over each split, its pooled features are cached
 on disk, and only a new head (linear probe or MLP) trains on them — in seconds per epoch.
 
-The run is saved as a plain ``AutoModelForSequenceClassification`` that ``pipeline()`` loads and
-that computes exactly what was trained:
+The run is saved as a plain ``AutoModelFor...`` model that ``pipeline()`` loads and that
+computes exactly what was trained. Sentence classification with a BERT/RoBERTa-style head:
 
 * the head maps onto the architecture's own classification head, a dense layer with tanh and an
   output layer (BERT's pooler + classifier, RoBERTa's classifier.dense + out_proj): an MLP head is
@@ -11,6 +11,11 @@ that computes exactly what was trained:
   tokens (zero queries) and whose value projection is ``c·I``: its first-token output is the
   layer-normalised mean of the tokens (the residual first token is ``1/c`` of the sum and
   vanishes under LayerNorm). Features are read from that same layer, so nothing is approximated.
+
+Every other task (tokens, images, audio): the features are what the model's own output layer
+receives (captured with a hook, per labelled token for token tasks), the head is a copy of that
+layer, trained on them and written back. A new linear layer in front of it (wav2vec2's
+projector) becomes the identity, so the probe sees the pooled encoder output.
 """
 from __future__ import annotations
 
@@ -133,6 +138,54 @@ class FeatureHead(nn.Module):
             out.bias.copy_(self.out.bias)
 
 
+class OutputLayerHead(nn.Module):
+    """A copy of the model's output layer, trained on the features it receives (a linear probe);
+    per-token features come as (batch, tokens, hidden) with -100 labels on the padding."""
+
+    def __init__(self, layer: nn.Linear, dropout: float = 0.1):
+        super().__init__()
+        self.layer = copy.deepcopy(layer).requires_grad_(True)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None):
+        from transformers.modeling_outputs import TokenClassifierOutput
+
+        logits = self.layer(self.dropout(features))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                               ignore_index=-100)
+        return TokenClassifierOutput(loss=loss, logits=logits)
+
+    def export_to(self, layer: nn.Linear) -> None:
+        with torch.no_grad():
+            layer.weight.copy_(self.layer.weight)
+            layer.bias.copy_(self.layer.bias)
+
+
+def output_layer(model, num_labels: int) -> nn.Linear | None:
+    """The model's final Linear to ``num_labels`` outputs (its task head's output layer)."""
+    found = [m for _, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == num_labels]
+    return found[-1] if found else None
+
+
+def pad_token_features(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Collate per-sentence token features: pad with zeros, labels with -100."""
+    longest = max(len(item["features"]) for item in items)
+    hidden = items[0]["features"].shape[-1]
+    features = torch.zeros(len(items), longest, hidden)
+    labels = torch.full((len(items), longest), -100, dtype=torch.long)
+    for i, item in enumerate(items):
+        n = len(item["features"])
+        features[i, :n] = item["features"]
+        if "labels" in item:
+            labels[i, :n] = item["labels"]
+    batch = {"features": features}
+    if "labels" in items[0]:
+        batch["labels"] = labels
+    return batch
+
+
 def fingerprint(model: nn.Module) -> str:
     """A hash of every weight of ``model``: the cache key's model part."""
     digest = hashlib.sha256()
@@ -142,29 +195,38 @@ def fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _inputs_digest(ds) -> str:
-    """A hash of the tokenised inputs: covers the texts, the tokenizer and max_length."""
+def _inputs_digest(ds, token_labels: bool = False) -> str:
+    """A hash of the model inputs (token ids, pixels, samples): covers the data, the processor
+    and its settings; for token tasks also which tokens carry a label."""
     digest = hashlib.sha256()
-    for column in sorted(c for c in ds.column_names if c not in ("labels", "length")):
-        for row in ds[column]:
-            digest.update(np.asarray(row, dtype=np.int64).tobytes())
-            digest.update(b"|")
+    for start in range(0, len(ds), 256):
+        batch = ds[start:start + 256]
+        for column in sorted(c for c in batch if c not in ("labels", "length")):
+            for row in batch[column]:
+                digest.update(np.asarray(row).tobytes())
+                digest.update(b"|")
+        if token_labels and "labels" in batch:
+            for row in batch["labels"]:
+                digest.update((np.asarray(row) != -100).tobytes())
     return digest.hexdigest()
 
 
 class FeatureDataset(torch.utils.data.Dataset):
-    """Cached features (and labels) as plain tensors: a training step costs microseconds."""
+    """Cached features (and labels) as plain tensors: a training step costs microseconds.
+    Token tasks keep one (tokens, hidden) block per sentence: ``offsets`` delimit them."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor | None):
-        self.features, self.labels = features, labels
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor | None,
+                 offsets: torch.Tensor | None = None):
+        self.features, self.labels, self.offsets = features, labels, offsets
 
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.features) if self.offsets is None else len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = {"features": self.features[i]}
+        span = slice(i, i + 1) if self.offsets is None else slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+        item = {"features": self.features[span] if self.offsets is not None else self.features[i]}
         if self.labels is not None:
-            item["labels"] = self.labels[i]
+            item["labels"] = self.labels[span] if self.offsets is not None else self.labels[i]
         return item
 
 
@@ -175,6 +237,7 @@ class FeatureExtraction(Strategy):
     ``mean`` (default: mean for sentence-transformers checkpoints, else cls)."""
 
     description = "frozen encoder, features cached on disk, only a new linear/MLP head trains"
+    augments = False  # features are computed once, from the unaugmented inputs
     defaults = {"learning_rate": 5e-4, "num_train_epochs": 40, "warmup_steps": 0.0,
                 "per_device_train_batch_size": 256, "per_device_eval_batch_size": 512,
                 "weight_decay": 0.0, "train_sampling_strategy": "random",
@@ -203,10 +266,26 @@ class FeatureExtraction(Strategy):
     @classmethod
     def validate_recipe(cls, recipe):
         if recipe.task_type != "text-classification":
-            raise HFTransferError(
-                f"strategy feature-extraction supports text-classification, not {recipe.task_type!r}; "
-                "use partial-freeze or lora for that task"
-            )
+            o = recipe.strategy_options
+            if o.head != "linear":
+                raise HFTransferError(
+                    f"strategy.head={o.head} applies to text-classification; for {recipe.task_type} "
+                    "feature-extraction trains the model's own output layer (head: linear)"
+                )
+            if o.pooling is not None:
+                raise HFTransferError(
+                    f"strategy.pooling applies to text-classification; {recipe.task_type} uses the "
+                    "model's own pooling"
+                )
+
+    @property
+    def pooled(self) -> bool:
+        """Sentence classification through the model's tanh-dense head (else: output layer)."""
+        return self.task.name == "text-classification"
+
+    @property
+    def per_token(self) -> bool:
+        return self.task.name == "token-classification"
 
     def pooling_for(self, spec) -> str:
         if self.options.pooling:
@@ -221,6 +300,13 @@ class FeatureExtraction(Strategy):
     def check_model(self, config):
         with torch.device("meta"):
             skeleton = self.task.auto_class.from_config(config)
+        if not self.pooled:
+            if output_layer(skeleton, skeleton.config.num_labels) is None:
+                raise HFTransferError(
+                    f"feature-extraction trains the model's output layer, and model type "
+                    f"{config.model_type!r} has no linear one; use partial-freeze or lora"
+                )
+            return
         if _head_pair(skeleton) is None:
             raise HFTransferError(
                 f"feature-extraction saves its head into the model's own classification head, and "
@@ -230,6 +316,10 @@ class FeatureExtraction(Strategy):
 
     def build_model(self, spec, labels):
         model = super().build_model(spec, labels)
+        if not self.pooled:
+            self.pooling = "model"
+            self._identity_projection(model, labels)
+            return model
         self.pooling = self.pooling_for(spec)
         if self.pooling == "mean":
             if not _can_average(model):
@@ -241,10 +331,29 @@ class FeatureExtraction(Strategy):
         logger.info("feature-extraction: %s pooling, %s head", self.pooling, self.options.head)
         return model
 
+    def config_overrides(self, config):
+        if not self.pooled and getattr(config, "classifier_proj_size", None) is not None:
+            return {"classifier_proj_size": config.hidden_size}  # room for the identity below
+        return {}
+
+    def _identity_projection(self, model, labels) -> None:
+        """A new square linear layer before the output layer (wav2vec2's projector) becomes the
+        identity: a frozen random projection would throw information away."""
+        out = output_layer(model, len(labels))
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear) and module is not out and f"{name}.weight" in self.new_params \
+                    and module.in_features == module.out_features:
+                with torch.no_grad():
+                    module.weight.copy_(torch.eye(module.in_features))
+                    module.bias.zero_()
+
     def prepare(self, model):
         self.full_model = model.eval()
         for param in model.parameters():
             param.requires_grad = False
+        dropout = getattr(model.config, "hidden_dropout_prob", 0.1) or 0.0
+        if not self.pooled:
+            return OutputLayerHead(output_layer(model, model.config.num_labels), dropout)
         return FeatureHead(model.config.hidden_size, model.config.num_labels, self.options.head,
                            dropout=getattr(model.config, "hidden_dropout_prob", 0.1) or 0.0)
 
@@ -255,51 +364,86 @@ class FeatureExtraction(Strategy):
     def prepare_data(self, train_ds, evals, collator):
         from transformers import default_data_collator
 
-        self.model_key = fingerprint(self.full_model.base_model)
+        # The cache key covers every frozen weight the features depend on (the whole model but
+        # the output layer for the output-layer path).
+        self.model_key = fingerprint(self.full_model.base_model if self.pooled else self.full_model)
         train = self.features(train_ds, collator, "train")
         evals = {name: self.features(ds, collator, name) for name, ds in evals.items()}
-        return train, evals, default_data_collator
+        return train, evals, pad_token_features if self.per_token else default_data_collator
 
     def features(self, ds, collator, split: str):
-        """The pooled features of a tokenised split, from the cache or computed (and cached)."""
+        """The features of a preprocessed split, from the cache or computed (and cached)."""
         from safetensors.torch import load_file, save_file
 
         key = hashlib.sha256(
-            f"v1|{self.model_key}|{self.pooling}|{_inputs_digest(ds)}".encode()).hexdigest()[:32]
+            f"v2|{self.task.name}|{self.model_key}|{self.pooling}|"
+            f"{_inputs_digest(ds, self.per_token)}".encode()).hexdigest()[:32]
         path = cache_root() / "features" / f"{key}.safetensors"
         if self.options.cache and path.exists():
             logger.info("%s: features from cache %s", split, path)
-            feats = load_file(str(path))["features"]
+            tensors = load_file(str(path))
         else:
-            feats = self.encode(ds, collator, split)
+            tensors = self.encode(ds, collator, split)
             if self.options.cache:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
-                save_file({"features": feats}, str(tmp))
+                save_file(tensors, str(tmp))
                 os.replace(tmp, path)  # readers never see a half-written file
-        labels = torch.tensor(ds["labels"]) if "labels" in ds.column_names else None
-        return FeatureDataset(feats, labels)
+        labels = tensors.get("labels")
+        if labels is not None and labels.numel() and int(labels.max()) < 0:
+            labels = None  # an unlabelled split
+        return FeatureDataset(tensors["features"], labels, tensors.get("offsets"))
 
     @torch.no_grad()
-    def encode(self, ds, collator, split: str, sort_by_length: bool = True) -> torch.Tensor:
-        """First-token outputs of the frozen (possibly averaging-extended) encoder, in the
-        order of ``ds``; batches of similar length (almost no padding) unless told otherwise."""
+    def encode(self, ds, collator, split: str, sort_by_length: bool = True) -> dict[str, torch.Tensor]:
+        """Features (and labels) of every row of ``ds``, in its order; batches of similar
+        length (almost no padding) where rows have a length, unless told otherwise."""
         from tqdm.auto import tqdm
 
-        inputs = ds.remove_columns([c for c in ("labels", "length") if c in ds.column_names])
-        lengths = ds["length"] if "length" in ds.column_names else [len(x) for x in ds["input_ids"]]
-        order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(ds))
-        encoder = self.full_model.base_model
-        device = next(encoder.parameters()).device
-        out = torch.empty(len(ds), self.full_model.config.hidden_size)
+        has_length = "length" in ds.column_names
+        lengths = ds["length"] if has_length else None
+        order = (np.argsort(lengths, kind="stable") if sort_by_length and has_length
+                 else np.arange(len(ds)))
         size = self.options.encode_batch_size
+        device = next(self.full_model.parameters()).device
+        rows: list[torch.Tensor | None] = [None] * len(ds)
+        labels: list[torch.Tensor | None] = [None] * len(ds)
         for start in tqdm(range(0, len(order), size), desc=f"Encoding {split}", leave=False):
             idx = order[start:start + size].tolist()
-            batch = collator([inputs[i] for i in idx])
-            hidden = encoder(**{k: v.to(device) for k, v in batch.items()}).last_hidden_state
-            out[idx] = hidden[:, 0].float().cpu()
-        return out
+            items = [ds[i] for i in idx]
+            for item in items:
+                item.pop("length", None)
+            batch = collator(items)
+            gold = batch.pop("labels", None)
+            feats = self._batch_features({k: v.to(device) for k, v in batch.items()})
+            for j, i in enumerate(idx):
+                if self.per_token:  # only the tokens that carry a label (first sub-words)
+                    keep = gold[j] != -100
+                    rows[i], labels[i] = feats[j][keep.to(feats.device)].float().cpu(), gold[j][keep]
+                else:
+                    rows[i] = feats[j].float().cpu()
+                    labels[i] = gold[j] if gold is not None else torch.tensor(-100)
+        if self.per_token:
+            sizes = torch.tensor([0] + [len(r) for r in rows])
+            return {"features": torch.cat(rows), "labels": torch.cat(labels).long(),
+                    "offsets": sizes.cumsum(0)}
+        return {"features": torch.stack(rows), "labels": torch.stack(labels).long()}
+
+    def _batch_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.pooled:  # the first-token output of the (possibly averaging-extended) encoder
+            return self.full_model.base_model(**batch).last_hidden_state[:, 0]
+        captured = {}
+        layer = output_layer(self.full_model, self.full_model.config.num_labels)
+        hook = layer.register_forward_pre_hook(lambda module, args: captured.setdefault("x", args[0]))
+        try:
+            self.full_model(**batch)
+        finally:
+            hook.remove()
+        return captured["x"]
 
     def save(self, model, directory):
-        model.export_to(*_head_pair(self.full_model))
+        if self.pooled:
+            model.export_to(*_head_pair(self.full_model))
+        else:
+            model.export_to(output_layer(self.full_model, self.full_model.config.num_labels))
         self.full_model.save_pretrained(directory)

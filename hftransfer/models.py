@@ -96,14 +96,19 @@ def merged_adapter_run(run: Path) -> str:
             f"model.name_or_path {str(run)!r} is an adapter without its base; give a run directory "
             "of hftransfer (it records the base) or merge the adapter first"
         )
-    import transformers
     from peft import PeftModel
 
     from .recipe import load_recipe
 
-    base_spec = load_recipe(run / "recipe.yaml").model
+    from .registry import get_task
+
+    recipe = load_recipe(run / "recipe.yaml")
+    base_spec = recipe.model
     config = load_config(str(run), ModelSpec(name_or_path=str(run)))
-    auto = getattr(transformers, (config.architectures or ["AutoModel"])[0], transformers.AutoModel)
+    import transformers
+
+    # The model class the adapter was trained on (its task's head).
+    auto = getattr(transformers, get_task(recipe.task_type).auto_class_name)
     if base_spec.config is not None:
         raise HFTransferError(f"{str(run)!r}: an adapter on a random-init model cannot be a source")
     base = load_pretrained(auto, source_location(base_spec), base_spec, config=config)

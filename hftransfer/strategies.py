@@ -37,6 +37,8 @@ class Strategy:
     }
     """TrainingArguments defaults for this strategy (the recipe's ``train:`` wins)."""
     saves_adapter: ClassVar[bool] = False
+    augments: ClassVar[bool] = True
+    """Whether training sees the task's augmentation (not for features computed once and cached)."""
 
     @dataclass
     class Options:
@@ -65,7 +67,7 @@ class Strategy:
         model, info = load_pretrained(
             self.task.auto_class, location, spec,
             ignore_mismatched_sizes=True, output_loading_info=True,
-            **self.task.model_kwargs(labels),
+            **self.task.model_kwargs(labels), **self.config_overrides(source_config),
         )
         new = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
         old_labels = _label_names(source_config)
@@ -81,9 +83,14 @@ class Strategy:
         self.new_params = new
         return model
 
+    def config_overrides(self, config) -> dict[str, Any]:
+        """Changes to the source config that the strategy needs (on top of the label sizing)."""
+        return {}
+
     def random_model(self, spec: "ModelSpec", labels: list[str]):
         """The source architecture with random weights (``model.config``, or ``scratch``)."""
         config = source_config(spec, **self.task.model_kwargs(labels))
+        config.update(self.config_overrides(config))
         model = self.task.auto_class.from_config(config, trust_remote_code=spec.trust_remote_code)
         self.new_params = {name for name, _ in model.named_parameters()}
         logger.info("%s: randomly initialised from its config", config.model_type)
@@ -233,8 +240,10 @@ def layer_groups(model) -> "list[list[tuple[str, torch.nn.Parameter]]]":
     """The model's parameters by depth: [embeddings, layer 1, ..., layer L, top + head].
 
     The layers are the ModuleList of the base model whose length is the config's
-    ``num_hidden_layers``; what the base model registers before it counts as embeddings, what
-    comes after (pooler, final norm) and everything outside the base model (the head) as top."""
+    ``num_hidden_layers``; when several match (wav2vec2's convolutional feature encoder is a
+    ModuleList too), the one named ``layer``/``layers`` inside an ``encoder`` wins, then the
+    first. What the base model registers before it counts as embeddings, what comes after
+    (pooler, final norm) and everything outside the base model (the head) as top."""
     import torch
 
     config = model.config
@@ -242,8 +251,14 @@ def layer_groups(model) -> "list[list[tuple[str, torch.nn.Parameter]]]":
     if depth is None and hasattr(config, "get_text_config"):
         depth = getattr(config.get_text_config(), "num_hidden_layers", None)
     base = model.base_model
-    layers_name = next((name for name, module in base.named_modules()
-                        if isinstance(module, torch.nn.ModuleList) and len(module) == depth), None)
+    candidates = [name for name, module in base.named_modules()
+                  if isinstance(module, torch.nn.ModuleList) and len(module) == depth]
+
+    def rank(name: str) -> tuple[bool, bool]:  # False sorts first: the likelier encoder stack
+        parts = name.split(".")
+        return parts[-1] not in ("layer", "layers"), "encoder" not in parts
+
+    layers_name = min(candidates, key=rank) if candidates else None  # min keeps the first of ties
     if layers_name is None:
         raise HFTransferError(
             f"cannot find the {depth} encoder layers of model type {config.model_type!r}; "
@@ -491,7 +506,9 @@ class PeftAdapter(Strategy):
         model.save_pretrained(directory)
         # The base config with the target's label names, so plain transformers can rebuild the
         # base model with the right head before attaching the adapter.
-        model.get_base_model().config.save_pretrained(directory)
+        base = model.get_base_model()
+        base.config.architectures = [type(base).__name__]
+        base.config.save_pretrained(directory)
 
     def load_trained(self, run_dir, spec):
         from peft import PeftModel

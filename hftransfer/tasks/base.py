@@ -93,6 +93,10 @@ class Task:
     def predict(self, model: Any, processor: Any, inputs: list[Any], batch_size: int = 32) -> list[Any]:
         raise NotImplementedError
 
+    def format_prediction(self, shown: str, result: Any) -> str:
+        """One line of ``hftransfer predict`` output (without --json)."""
+        return f"{result['label']}\t{result['score']:.4f}\t{shown}"
+
     # --- models -----------------------------------------------------------------------------
     def model_kwargs(self, labels: list[str]) -> dict[str, Any]:
         """Config overrides that size the head for the target labels."""

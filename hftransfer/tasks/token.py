@@ -1,0 +1,296 @@
+"""Token classification (named entities and other IOB tagging): CoNLL column files or token/tag
+list columns, labels on the first sub-word of each word, entity-level metrics (seqeval)."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import HFTransferError
+from ..registry import register_task
+from .base import Task, label_str
+
+logger = logging.getLogger("hftransfer")
+
+CONLL_EXTENSIONS = (".conll", ".conllu", ".txt", ".iob", ".iob2", ".bio")
+_TAG = re.compile(r"^(O|[BI]-\S+)$")
+
+
+def read_conll(path: Path, where: str) -> list[dict[str, list[str]]]:
+    """Sentences of a CoNLL column file: the token in the first column, the tag in the last;
+    blank lines end sentences; ``-DOCSTART-`` lines are skipped; LF or CRLF."""
+    from ..data import read_text
+
+    sentences: list[dict[str, list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    width = None  # columns per line, fixed by the first token line
+
+    def end_sentence():
+        if tokens:
+            sentences.append({"tokens": list(tokens), "tags": list(tags)})
+            tokens.clear()
+            tags.clear()
+
+    for number, line in enumerate(read_text(path, where).splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            end_sentence()
+            continue
+        if fields[0] == "-DOCSTART-":
+            end_sentence()
+            continue
+        if len(fields) < 2:
+            raise HFTransferError(
+                f"{where}: {str(path)!r} line {number} has no tag column ({line.strip()!r}); "
+                "CoNLL lines are 'TOKEN ... TAG'"
+            )
+        if width is None:
+            width = len(fields)
+        elif len(fields) != width:
+            raise HFTransferError(
+                f"{where}: {str(path)!r} line {number} has {len(fields)} columns where the file's "
+                f"lines have {width} (a stray column, or a token with a space in it?)"
+            )
+        tokens.append(fields[0])
+        tags.append(fields[-1])
+    end_sentence()  # a file need not end with a blank line
+    if not sentences:
+        raise HFTransferError(f"{where}: {str(path)!r} holds no sentences")
+    return sentences
+
+
+def to_iob2(tags: list[str]) -> list[str]:
+    """IOB1 (I- starts an entity unless it continues one) to IOB2 (every entity starts with B-);
+    IOB2 input comes back unchanged."""
+    out = []
+    previous = "O"
+    for tag in tags:
+        if tag.startswith("I-") and (previous == "O" or previous[2:] != tag[2:]):
+            tag = "B-" + tag[2:]
+        out.append(tag)
+        previous = tag
+    return out
+
+
+def entity_types(tags) -> set[str]:
+    return {tag[2:] for tag in tags if tag != "O"}
+
+
+@register_task("token-classification")
+class TokenClassification(Task):
+    """Tag every word of a sentence (IOB2 tags, e.g. B-PER I-PER O). Data: CoNLL files
+    (``.conll``/``.txt``/..., or ``data.format: conll``) or files/Hub datasets with a column of
+    token lists and one of tag lists."""
+
+    auto_class_name = "AutoModelForTokenClassification"
+    pipeline_tag = "token-classification"
+    peft_task_type = "TOKEN_CLS"
+
+    @dataclass
+    class Options:
+        tokens_column: str = "tokens"
+        tags_column: str = "tags"
+        max_length: int | None = None
+        """Truncate sentences to this many sub-word tokens (default: the model's limit, at most 512)."""
+
+        def __post_init__(self) -> None:
+            if self.max_length is not None and self.max_length < 2:
+                raise HFTransferError(f"task.max_length must be at least 2, got {self.max_length}")
+
+    # --- data -------------------------------------------------------------------------------
+    def read_split(self, entry, where, declared_format):
+        import datasets
+
+        from ..data import read_files, resolve_files
+
+        fmt = (declared_format or "").lower()
+        path = Path(entry).expanduser()
+        if fmt and fmt != "conll":
+            return read_files(entry, where, declared_format, check=self.check_split)
+        files = resolve_files(entry, where, extensions=CONLL_EXTENSIONS if path.is_dir() else None)
+        if fmt != "conll" and not all(f.suffix.lower() in CONLL_EXTENSIONS for f in files):
+            return read_files(entry, where, declared_format, check=self.check_split)
+        parts = []
+        for file in files:
+            ds = datasets.Dataset.from_list(read_conll(file, where))
+            ds = ds.rename_columns({"tokens": self.options.tokens_column, "tags": self.options.tags_column}) \
+                if (self.options.tokens_column, self.options.tags_column) != ("tokens", "tags") else ds
+            parts.append(self.check_split(ds, f"{where} ({str(file)!r})" if len(files) > 1 else where))
+        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+    def check_split(self, ds, where, labelled: bool = True):
+        o = self.options
+        columns = [("tokens_column", o.tokens_column)] + ([("tags_column", o.tags_column)] if labelled else [])
+        for key, column in columns:
+            if column not in ds.column_names:
+                raise HFTransferError(
+                    f"{where}: column {column!r} (task.{key}) not found; columns are "
+                    f"{', '.join(ds.column_names)}; set task.{key} to one of them"
+                )
+        if len(ds) == 0:
+            raise HFTransferError(f"{where}: no rows")
+        for row, tokens in enumerate(ds[o.tokens_column], start=1):
+            if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t for t in tokens):
+                raise HFTransferError(
+                    f"{where}: row {row} of column {o.tokens_column!r} must be a non-empty list of "
+                    f"words, got {str(tokens)[:60]!r}"
+                )
+        if not labelled:
+            return ds
+        names = self._tag_names(ds)
+        tags_out = []
+        for row, (tokens, tags) in enumerate(zip(ds[o.tokens_column], ds[o.tags_column]), start=1):
+            if not isinstance(tags, list):
+                raise HFTransferError(f"{where}: row {row} of column {o.tags_column!r} is not a list of tags")
+            if len(tags) != len(tokens):
+                raise HFTransferError(
+                    f"{where}: row {row} has {len(tokens)} tokens but {len(tags)} tags; "
+                    "give every token exactly one tag"
+                )
+            tags = [names[t] if names is not None and isinstance(t, int) else label_str(t) for t in tags]
+            for tag in tags:
+                if not _TAG.match(tag):
+                    raise HFTransferError(
+                        f"{where}: row {row} has tag {tag!r}, which is not IOB (O, B-TYPE, I-TYPE)"
+                    )
+            tags_out.append(to_iob2(tags))
+        return ds.remove_columns(o.tags_column).add_column(o.tags_column, tags_out)
+
+    def _tag_names(self, ds) -> list[str] | None:
+        """Names of integer tags when the column is a sequence of ClassLabel (Hub datasets)."""
+        feature = ds.features.get(self.options.tags_column)
+        inner = getattr(feature, "feature", None)
+        if isinstance(feature, list) and feature:
+            inner = feature[0]
+        return list(inner.names) if hasattr(inner, "names") else None
+
+    def label_names(self, train, where):
+        types = set()
+        for tags in train[self.options.tags_column]:
+            types |= entity_types(tags)
+        if not types:
+            raise HFTransferError(f"{where}: no entity tags (only O); token classification needs some")
+        # Both B- and I- of every type, so any well-formed tagging of a seen type is predictable.
+        return ["O"] + [f"{prefix}-{t}" for t in sorted(types) for prefix in ("B", "I")]
+
+    def check_labels(self, ds, labels, where):
+        if self.options.tags_column not in ds.column_names:
+            return
+        known = entity_types(labels)
+        unseen = set()
+        for tags in ds[self.options.tags_column]:
+            unseen |= entity_types(tags) - known
+        if unseen:
+            raise HFTransferError(
+                f"{where}: entity types not seen in train: {', '.join(sorted(unseen))}; "
+                f"train has {', '.join(sorted(known))}"
+            )
+
+    # --- model inputs -----------------------------------------------------------------------
+    def load_processor(self, location, spec, config):
+        from ..models import load_text_processor
+
+        tokenizer = load_text_processor(location, spec, config)
+        if not tokenizer.is_fast:
+            raise HFTransferError(
+                f"token-classification needs a fast tokenizer (word alignment), and "
+                f"{spec.processor or spec.name_or_path!r} has only a slow one"
+            )
+        return tokenizer
+
+    def _max_length(self, tokenizer) -> int:
+        if self.options.max_length:
+            return self.options.max_length
+        return int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
+
+    def preprocess(self, ds, processor, labels, training=False):
+        o = self.options
+        label2id = {name: i for i, name in enumerate(labels)}
+        labelled = o.tags_column in ds.column_names
+        truncated = [0]
+
+        def encode(batch):
+            enc = processor(batch[o.tokens_column], is_split_into_words=True, truncation=True,
+                            max_length=self._max_length(processor))
+            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            if labelled:
+                aligned = []
+                for i, tags in enumerate(batch[o.tags_column]):
+                    ids, previous = [], None
+                    words = enc.word_ids(i)
+                    for word in words:
+                        # The first sub-word of each word carries its tag; the rest and the
+                        # special tokens are ignored by the loss and the metrics.
+                        ids.append(-100 if word is None or word == previous else label2id[tags[word]])
+                        previous = word
+                    if max((w for w in words if w is not None), default=-1) + 1 < len(tags):
+                        truncated[0] += 1
+                    aligned.append(ids)
+                enc["labels"] = aligned
+            return enc
+
+        fingerprint = hashlib.sha256(
+            f"{ds._fingerprint}|{processor.name_or_path}|{self.options}|{labels}".encode()).hexdigest()[:16]
+        out = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing",
+                     new_fingerprint=fingerprint)
+        if truncated[0]:
+            logger.warning("%d sentences were longer than %d sub-words and were truncated; their "
+                           "last words are not scored", truncated[0], self._max_length(processor))
+        return out
+
+    def collator(self, processor):
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(processor)
+
+    # --- evaluation -------------------------------------------------------------------------
+    def compute_metrics(self, labels):
+        from seqeval.metrics import accuracy_score, classification_report
+
+        def compute(eval_pred):
+            logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+            preds = np.asarray(logits).argmax(-1)
+            refs = np.asarray(eval_pred.label_ids)
+            true, pred = [], []
+            for p_row, r_row in zip(preds, refs):
+                keep = r_row != -100
+                true.append([labels[i] for i in r_row[keep]])
+                pred.append([labels[i] for i in p_row[keep]])
+            report = classification_report(true, pred, output_dict=True, zero_division=0)
+            out = {
+                "precision": float(report["micro avg"]["precision"]),
+                "recall": float(report["micro avg"]["recall"]),
+                "f1": float(report["micro avg"]["f1-score"]),
+                "accuracy": float(accuracy_score(true, pred)),
+            }
+            for entity in sorted(entity_types(labels)):
+                out[f"f1_{entity}"] = float(report.get(entity, {}).get("f1-score", 0.0))
+            return out
+
+        return compute
+
+    def predict(self, model, processor, inputs, batch_size=32):
+        """Inputs are sentences; returns, per sentence, its entities
+        ``[{"entity_group", "score", "word", "start", "end"}]`` with character offsets."""
+        from transformers import TokenClassificationPipeline
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: adapters are in place
+        tagger = TokenClassificationPipeline(model=base, tokenizer=processor, aggregation_strategy="first",
+                                             device=next(base.parameters()).device)
+        results = tagger(list(inputs), batch_size=batch_size)
+        if inputs and isinstance(results, list) and results and isinstance(results[0], dict):
+            results = [results]  # one input
+        return [[{"entity_group": e["entity_group"], "score": float(e["score"]),
+                  "word": text[e["start"]:e["end"]], "start": int(e["start"]), "end": int(e["end"])}
+                 for e in entities] for text, entities in zip(inputs, results)]
+
+    def format_prediction(self, text: str, result: list[dict[str, Any]]) -> str:
+        spans = ", ".join(f"{e['entity_group']} {e['word']!r} [{e['start']}:{e['end']}] {e['score']:.2f}"
+                          for e in result)
+        return f"{text}\t{spans or '(no entities)'}"
