@@ -363,10 +363,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
 
     if data is None and split not in ("train", "validation", "test"):
         raise HFTransferError(f"--split must be train, validation or test, got {split!r}")
-    if data is not None:
-        from .data import resolve_files
-
-        resolve_files(data, "--data")  # a missing file is reported before the model loads
+    if data is not None and not any(ch in data for ch in "*?[") and not Path(os.path.expanduser(data)).exists():
+        raise HFTransferError(f"--data: {data!r} does not exist")  # before the model loads
     run = load_run(run_dir)
     labels = run.metrics.get("labels") or [run.model.config.id2label[i] for i in sorted(run.model.config.id2label)]
     if data is not None:

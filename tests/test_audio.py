@@ -130,6 +130,9 @@ def runs(tmp_path_factory, tiny_w2v_dir, audio_folders, audio_table):
                                               train={"num_train_epochs": 2, "learning_rate": 1e-2}),
                                  output_dir=base / "lora"),
     }
+    out["feature-extraction"] = hftransfer.train(
+        audio_recipe(tiny_w2v_dir, audio_folders, "feature-extraction", train={"num_train_epochs": 20}),
+        output_dir=base / "feature-extraction")
     recipe = audio_recipe(tiny_w2v_dir, audio_table, "full", suffix=".csv",
                           task={"audio_column": "clip", "label_column": "kind"},
                           model=inline_config())
@@ -164,6 +167,13 @@ def test_table_paths_resolve_against_the_data_file(audio_table, work):
     both = t.read_split(str(audio_table / "[tv]*.csv"), "data.train", None)
     assert len(both) == 16 + 8 + 8  # train.csv + validation.csv + test.csv
     assert set(both["kind"]) == {"low", "high"}
+    # JSON Lines in another folder: paths relative to that folder
+    lines = [json.dumps({"clip": "../clips/" + Path(p).name, "kind": k}) for p, k in zip(ds["clip"], ds["kind"])]
+    (work / "meta").mkdir()
+    (work / "meta" / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    (work / "clips").symlink_to(audio_table / "clips")
+    rows = t.read_split("meta/rows.jsonl", "data.train", None)
+    assert [os.path.realpath(p) for p in rows["clip"]] == ds["clip"]
 
 
 def test_resampling_mono_and_truncation(tmp_path):
@@ -207,6 +217,28 @@ def test_preprocess_and_collator_pad_with_attention_mask(tiny_w2v_dir, audio_tab
     assert batch["input_values"].shape == (4, longest) and batch["input_values"].dtype == torch.float32
     assert batch["attention_mask"].sum(1).tolist() == [r["length"] for r in rows]
     assert batch["labels"].tolist() == [r["labels"] for r in rows]
+
+
+def test_clips_shorter_than_the_model_accepts_are_padded(tiny_w2v_dir, tmp_path):
+    """wav2vec2 needs mask_time_length frames out of its conv encoder to train with SpecAugment."""
+    from transformers import AutoModelForAudioClassification
+
+    from hftransfer.models import load_config
+    from hftransfer.recipe import ModelSpec
+
+    rng = np.random.default_rng(3)
+    sf.write(tmp_path / "tiny.wav", tone(300, 0.005, rng), RATE)  # 80 samples
+    (tmp_path / "rows.csv").write_text("audio,label\ntiny.wav,low\n")
+    t = task()
+    spec = ModelSpec(name_or_path=str(tiny_w2v_dir))
+    config = load_config(str(tiny_w2v_dir), spec)
+    processor = t.load_processor(str(tiny_w2v_dir), spec, config)
+    assert t.min_samples == (10 - 1) * 5 * 8 + (8 - 1) * 8 + 10  # 10 frames through (10/8, 8/5)
+    enc = t.preprocess(t.read_split(str(tmp_path / "rows.csv"), "data.train", None), processor, ["low"])
+    assert enc["length"] == [t.min_samples]
+    model = AutoModelForAudioClassification.from_pretrained(tiny_w2v_dir, num_labels=1).train()
+    batch = t.collator(processor)([enc[0]])
+    assert model(**batch).logits.shape == (1, 1)
 
 
 def test_parquet_with_audio_bytes_and_relative_paths(tmp_path, monkeypatch):
@@ -355,7 +387,7 @@ def test_every_strategy_trains(name, strategy, epochs, tiny_w2v_dir, audio_folde
 def test_pipeline_outside_the_kit_matches_predict(runs, audio_folders, capsys, tmp_path):
     files = [str(p) for p in sorted((audio_folders / "test").rglob("*.wav"))[::2]]
     kit = {}
-    for name in ("full", "inline", "lora"):
+    for name in ("full", "inline", "lora", "feature-extraction"):
         assert main(["predict", str(runs[name].run_dir), "--json", *files]) == 0
         kit[name] = json.loads(capsys.readouterr().out)
         assert [set(r) for r in kit[name]] == [{"label", "score"}] * len(files)
@@ -368,7 +400,8 @@ def test_pipeline_outside_the_kit_matches_predict(runs, audio_folders, capsys, t
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification, pipeline
         clips = [dict(zip(("raw", "sampling_rate"), sf.read(f, dtype="float32"))) for f in {files!r}]
         out = {{}}
-        for name, run in (("full", {str(runs["full"].run_dir)!r}), ("inline", {str(runs["inline"].run_dir)!r})):
+        for name, run in (("full", {str(runs["full"].run_dir)!r}), ("inline", {str(runs["inline"].run_dir)!r}),
+                          ("feature-extraction", {str(runs["feature-extraction"].run_dir)!r})):
             pipe = pipeline("audio-classification", model=run)
             out[name] = [r[0] for r in pipe([dict(c) for c in clips])]
         cfg = AutoConfig.from_pretrained({str(lora)!r})
@@ -390,10 +423,14 @@ def test_pipeline_outside_the_kit_matches_predict(runs, audio_folders, capsys, t
             assert abs(a["score"] - b["score"]) < 1e-4, name
 
 
-def test_evaluate_reproduces_test_metrics(runs, capsys):
-    assert main(["evaluate", str(runs["inline"].run_dir), "--split", "test"]) == 0
+@pytest.mark.parametrize("name", ["inline", "feature-extraction"])
+def test_evaluate_reproduces_test_metrics(runs, name, capsys):
+    # For feature-extraction this checks the export: the saved model scores exactly what the
+    # head scored on the cached features.
+    assert main(["evaluate", str(runs[name].run_dir), "--split", "test"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["accuracy"] == pytest.approx(runs["inline"].metrics["test"]["accuracy"])
+    assert result["accuracy"] == pytest.approx(runs[name].metrics["test"]["accuracy"])
+    assert result["loss"] == pytest.approx(runs[name].metrics["test"]["loss"], abs=1e-4)
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -240,10 +240,15 @@ def test_runs_load_in_plain_transformers(ner_runs, key, tmp_path, capsys):
     assert plain == [[[e["entity_group"], e["start"], e["end"]] for e in s] for s in kit]
 
 
-def test_evaluate_reproduces_the_test_metrics(ner_runs, capsys):
-    rc, out, _ = run_cli(capsys, "evaluate", ner_runs["full"].run_dir, "--split", "test")
+@pytest.mark.parametrize("key", ["full", "feature-extraction"])
+def test_evaluate_reproduces_the_test_metrics(ner_runs, key, capsys):
+    # For feature-extraction this checks the export: the saved model scores exactly what the
+    # head scored on the cached token features.
+    rc, out, _ = run_cli(capsys, "evaluate", ner_runs[key].run_dir, "--split", "test")
     assert rc == 0
-    assert json.loads(out)["f1"] == pytest.approx(ner_runs["full"].metrics["test"]["f1"], abs=1e-9)
+    result, expected = json.loads(out), ner_runs[key].metrics["test"]
+    assert result["f1"] == pytest.approx(expected["f1"], abs=1e-9)
+    assert result["loss"] == pytest.approx(expected["loss"], abs=1e-4)
 
 
 def test_sequence_classifier_run_is_a_source_for_ner(tiny_recipe, tiny_model_dir, ner_data, tmp_path):
@@ -304,3 +309,16 @@ def test_unseen_entity_type_in_validation_is_named(tiny_model_dir, ner_data, tmp
     recipe["data"]["validation"] = str(tmp_path / "val.conll")
     user_error("data.validation", "ORG", call=lambda: train(recipe, output_dir=tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_card_carries_the_entity_metrics(ner_runs):
+    from huggingface_hub import ModelCard
+
+    run = ner_runs["lora"].run_dir
+    card = ModelCard.load(run / "README.md")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert card.data.pipeline_tag == "token-classification"
+    assert card.data.library_name == "peft"
+    results = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results == {(split, name): value for split in ("validation", "test")
+                       for name, value in metrics[split].items() if name != "loss"}

@@ -197,7 +197,7 @@ class AudioClassification(ClassificationTask):
         path = Path(os.path.expanduser(entry))
         if path.is_dir() and not any(p.is_file() and p.suffix.lower() in FORMATS for p in path.iterdir()):
             if any(p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS for p in path.rglob("*")):
-                return self.check_split(self._read_audio_folder(path, entry, where), where)
+                return self.check_split(self._read_audio_folder(path, entry, where), where, numbered=False)
             if not any(p.is_file() and p.suffix.lower() in FORMATS for p in path.rglob("*")):
                 raise HFTransferError(
                     f"{where}: folder {entry!r} holds neither audio in label subfolders "
@@ -250,9 +250,11 @@ class AudioClassification(ClassificationTask):
         return datasets.Dataset.from_dict({self.options.audio_column: paths,
                                            self.options.label_column: labels})
 
-    def check_split(self, ds, where, base: Path | None = None, labelled: bool = True):
+    def check_split(self, ds, where, base: Path | None = None, labelled: bool = True,
+                    numbered: bool = True):
         """Columns, labels and every clip's header; paths become absolute (relative ones resolve
-        against ``base``, the data file's folder, or the current directory)."""
+        against ``base``, the data file's folder, or the current directory). Errors name the
+        file, and its row when ``numbered`` (not for audio folders, where rows are files)."""
         import datasets
 
         column = self.options.audio_column
@@ -281,8 +283,9 @@ class AudioClassification(ClassificationTask):
         for batch in ds.select_columns([column]).iter(batch_size=256):
             for value in batch[column]:
                 row += 1
-                ref = self._ref(value, root, f"{where}: row {row}")
-                ref.check(f"{where}: row {row}")
+                at = f"{where}: row {row}" if numbered else where
+                ref = self._ref(value, root, at)
+                ref.check(at)
                 if isinstance(ref.source, str):
                     given = value if isinstance(value, str) else value.get("path")
                     rewrite |= ref.source != given
@@ -403,6 +406,8 @@ class AudioClassification(ClassificationTask):
         ``[{"label": name, "score": p}]`` in input order."""
         import torch
 
+        if not inputs:
+            return []
         rate = processor.sampling_rate
         signals = []
         for i, item in enumerate(inputs):

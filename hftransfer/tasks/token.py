@@ -84,9 +84,10 @@ def entity_types(tags) -> set[str]:
 
 @register_task("token-classification")
 class TokenClassification(Task):
-    """Tag every word of a sentence (IOB2 tags, e.g. B-PER I-PER O). Data: CoNLL files
-    (``.conll``/``.txt``/..., or ``data.format: conll``) or files/Hub datasets with a column of
-    token lists and one of tag lists."""
+    """Tag every word of a sentence with IOB2 tags (B-PER I-PER O ...), e.g. named entities.
+
+    Data: CoNLL column files (``.conll``/``.txt``/..., or ``data.format: conll``), or files and
+    Hub datasets with a column of token lists and one of tag lists."""
 
     auto_class_name = "AutoModelForTokenClassification"
     pipeline_tag = "token-classification"
