@@ -210,6 +210,7 @@ def render_card(recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = Fal
         name=model_name,
         base_model=base_model, task=recipe.task_type, strategy=recipe.strategy_name,
         pipeline_tag=task_cls.pipeline_tag, auto_class=task_cls.auto_class_name,
+        processor_class=task_cls.processor_auto_class, processor_arg=task_cls.pipeline_processor_arg,
         strategy_description=strategy_cls.description,
         what_trained=_what_trained(recipe, strategy_cls, task_cls),
         adapter=adapter, merged=merged,

@@ -71,6 +71,30 @@ class TransferTrainer(Trainer):
 
         return SequentialSampler(eval_dataset)
 
+    def _reload_converted(self, checkpoint, model=None) -> bool:
+        """Reload a checkpoint through ``from_pretrained``. transformers 5 writes checkpoints in
+        the Hub key format (ViT: ``encoder.layer.N.attention.attention.query``) but the Trainer
+        reloads them with a non-strict ``load_state_dict`` that skips the renamed keys
+        (huggingface/transformers#48805), silently keeping part of the current weights."""
+        from transformers import PreTrainedModel
+
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        files = ("model.safetensors", "model.safetensors.index.json")
+        if (not isinstance(model, PreTrainedModel) or self.is_deepspeed_enabled or self.is_fsdp_enabled
+                or not checkpoint or not any((Path(checkpoint) / f).is_file() for f in files)):
+            return False
+        reloaded = type(model).from_pretrained(checkpoint, config=model.config)
+        model.load_state_dict(reloaded.state_dict(), strict=True)
+        return True
+
+    def _load_best_model(self):
+        if not self._reload_converted(self.state.best_model_checkpoint):
+            super()._load_best_model()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if not self._reload_converted(resume_from_checkpoint, model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
     def create_optimizer(self, model=None):
         groups = self.strategy.parameter_groups(self.model)
         if groups is None or self.optimizer is not None:

@@ -23,7 +23,7 @@ TARGET_DIGITS = (5, 6, 7, 8, 9)
 FRACTIONS = {"train": 0.70, "validation": 0.15}  # test: the rest
 
 
-def make(out: Path, seed: int = 0, size: int = 32) -> dict[str, dict[str, int]]:
+def make(out: Path, seed: int = 0, size: int = 16) -> dict[str, dict[str, int]]:
     """Write the two datasets under ``out`` (replacing them); returns the image counts."""
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -58,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="data/digits", help="output folder (default data/digits)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test split")
-    parser.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+    parser.add_argument("--size", type=int, default=16, help="image side in pixels (default 16)")
     args = parser.parse_args()
     counts = make(Path(args.out), args.seed, args.size)
     for name, splits in counts.items():

@@ -158,6 +158,8 @@ class AudioClassification(ClassificationTask):
     peft_task_type = None
     head_prefixes = ("projector", "classifier", "score")
     input_kind = "audio files"
+    processor_auto_class = "AutoFeatureExtractor"
+    pipeline_processor_arg = "feature_extractor"
     # The collator drops what the model does not take; keeping `length` lets the Trainer group
     # batches by it instead of measuring every decoded clip.
     training_defaults = {"remove_unused_columns": False}

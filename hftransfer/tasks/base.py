@@ -34,6 +34,9 @@ class Task:
     """TrainingArguments this task needs (kit defaults < these < strategy defaults < recipe)."""
     input_kind: ClassVar[str] = "texts"
     """What ``predict`` takes, for messages: texts, image files, audio files."""
+    processor_auto_class: ClassVar[str] = "AutoTokenizer"
+    pipeline_processor_arg: ClassVar[str] = "tokenizer"
+    """How plain transformers loads the processor and hands it to ``pipeline()`` (model cards)."""
 
     @dataclass
     class Options:

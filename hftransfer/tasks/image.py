@@ -92,6 +92,10 @@ class ImageClassification(ClassificationTask):
     # made on the fly, so the Trainer must not drop the raw image column.
     training_defaults = {"remove_unused_columns": False, "train_sampling_strategy": "random"}
     input_kind = "image files"
+    processor_auto_class = "AutoImageProcessor"
+    """What loads this task's processor outside the kit (model cards: How to use)."""
+    pipeline_processor_arg = "image_processor"
+    """The ``transformers.pipeline`` argument the processor goes to."""
 
     @dataclass
     class Options:
@@ -167,7 +171,8 @@ class ImageClassification(ClassificationTask):
         return self.check_split(ds, where)
 
     def check_split(self, ds, where, base: Path | None = None):
-        """Check the image and label columns and that every image decodes; image paths are
+        """Check the image and label columns and that every image opens and passes PIL's
+        integrity check (headers, checksums: cheap, ~0.2 ms an image); image paths are
         made absolute (relative ones resolve against ``base``, the data file's folder)."""
         import datasets
 
@@ -205,8 +210,11 @@ class ImageClassification(ClassificationTask):
                 f"{where}: column {column!r} (task.image_column) holds {_feature_name(feature)}, "
                 "not image file paths or images"
             )
-        for row, value in enumerate(ds[column], start=1):
-            _verify(value, f"{where}: row {row} of column {column!r}")
+        row = 0
+        for batch in ds.select_columns([column]).iter(batch_size=256):  # bounded memory
+            for value in batch[column]:
+                row += 1
+                _verify(value, f"{where}: row {row} of column {column!r}")
         return ds
 
     # --- model inputs -----------------------------------------------------------------------
