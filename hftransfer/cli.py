@@ -55,7 +55,8 @@ def _predict(args: argparse.Namespace) -> int:
             raise HFTransferError(f"--file: cannot read {args.file!r} as UTF-8 text ({exc})") from None
         inputs += [line for line in text.splitlines() if line.strip()]
     if not inputs:
-        raise HFTransferError("predict: give texts as arguments or --file PATH (one per line, - for stdin)")
+        raise HFTransferError("predict: give inputs (texts, or image/audio file paths) as arguments "
+                              "or --file PATH (one per line, - for stdin)")
     run = load_run(args.run_dir)
     if getattr(run.task.options, "text_pair_column", None):
         pairs = []
@@ -163,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict labels with a run")
     p.add_argument("run_dir")
-    p.add_argument("texts", nargs="*", help="inputs (for pair tasks: 'text<TAB>pair')")
+    p.add_argument("texts", nargs="*",
+                   help="texts (pair tasks: 'text<TAB>pair'), or image/audio file paths")
     p.add_argument("--file", help="inputs, one per line; - reads stdin")
     p.add_argument("--json", action="store_true", help='print a JSON list of {"label", "score"}')
     p.set_defaults(func=_predict)

@@ -188,12 +188,12 @@ def _mixed_column(rows: list[dict[str, Any]]) -> str:
 
 
 def read_files(spec: str, where: str, declared_format: str | None = None,
-               check: Callable[["datasets.Dataset", str], "datasets.Dataset"] | None = None,
+               check: Callable[["datasets.Dataset", str, Path], "datasets.Dataset"] | None = None,
                ) -> "datasets.Dataset":
     """Read a data entry (file, glob or folder) into one ``datasets.Dataset``.
 
-    ``check(dataset, where)`` runs on each file before they are joined, so that a bad row is
-    reported with its own file and row number."""
+    ``check(dataset, where, path)`` runs on each file before they are joined, so that a bad row
+    is reported with its own file and row number (and relative paths in it can be resolved)."""
     import datasets
 
     parts = []
@@ -224,7 +224,7 @@ def read_files(spec: str, where: str, declared_format: str | None = None,
             ) from None
     if check is not None:
         file_where = (lambda p: f"{where} ({str(p)!r})") if len(parts) > 1 else (lambda p: where)
-        parts = [check(part, file_where(path)) for part, path in zip(parts, paths)]
+        parts = [check(part, file_where(path), path) for part, path in zip(parts, paths)]
     if len(parts) == 1:
         return parts[0]
     for part, path in zip(parts[1:], paths[1:]):

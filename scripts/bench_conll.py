@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=["conll2003-full", "conll2003-lora"])
     parser.add_argument("--out", default="runs/bench-conll")
     args = parser.parse_args()
-    rows = []
+    # Results accumulate in results.json, so recipes can be (re)run one at a time.
+    results_path = REPO / args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for name in args.recipes:
         run_dir = Path(args.out) / name
         start = time.perf_counter()
@@ -34,8 +36,9 @@ def main() -> None:
                         "train.disable_tqdm=true", "--output-dir", str(run_dir), "--overwrite"],
                        cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         wall = time.perf_counter() - start
-        metrics = json.loads((REPO / run_dir / "metrics.json").read_text())
-        rows.append((name, wall, metrics))
+        results[name] = {"wall_s": wall, "metrics": json.loads((REPO / run_dir / "metrics.json").read_text())}
+        results_path.write_text(json.dumps(results, indent=2))
+    rows = [(name, r["wall_s"], r["metrics"]) for name, r in sorted(results.items())]
 
     lines = ["| recipe | validation F1 | test F1 | test P / R | test F1 per type | trainable params | wall (whole process) |",
              "|---|---|---|---|---|---|---|"]

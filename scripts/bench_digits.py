@@ -102,9 +102,8 @@ def render(results: dict) -> str:
         "validation 134 and test 135 images. The model is a 4-layer, 64-wide ViT (patch 4, 139 k "
         "parameters) from an inline `model.config`; every run uses `random_resized_crop: [0.7, 1.0]`. "
         "Learning rates were picked on validation only (seed 0: from 3e-4, 1e-3, 3e-3 for the "
-        "200-step runs, from 3e-4, 1e-3 for the 1,000-step one); test was read once per run. No run uses `load_best_model_at_end`: with ViT it "
-        "restores only part of the best checkpoint under transformers 5 (the Trainer bug "
-        "huggingface/transformers#48805). Each other seed redoes the data split, the source model "
+        "200-step runs, from 3e-4, 1e-3 for the 1,000-step one); test was read once per run. Every run trains a fixed number of steps "
+        "(no `load_best_model_at_end`). Each other seed redoes the data split, the source model "
         "and the 10-per-digit sample. 1-minute load average before each seed: " + loads +
         " (on a shared box wall times are upper bounds).")
 

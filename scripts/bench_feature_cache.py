@@ -34,7 +34,6 @@ def encoding_throughput(batch_size: int) -> tuple[float, float, int, dict]:
     """Sentences/s encoding SST-2 train, length-sorted vs random order, and the row count."""
     import numpy as np
 
-    from hftransfer.data import read_files
     from hftransfer.recipe import load_recipe
     from hftransfer.registry import get_strategy, get_task
 
@@ -45,7 +44,7 @@ def encoding_throughput(batch_size: int) -> tuple[float, float, int, dict]:
     from hftransfer.models import load_tokenizer, resolve
 
     tokenizer = load_tokenizer(resolve(recipe.model), recipe.model)
-    raw = read_files(recipe.data.train, "data.train", check=task.check_split)
+    raw = task.read_split(recipe.data.train, "data.train", None)
     labels = task.label_names(raw, "data.train")
     strategy.prepare(strategy.build_model(recipe.model, labels))
     # The shuffled copy keeps the sentences; only the batch composition changes.

@@ -8,7 +8,6 @@ before anything trains or is written.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import logging
@@ -192,9 +191,7 @@ class AudioClassification(ClassificationTask):
     def read_split(self, entry, where, declared_format):
         """An audio folder (one subfolder per label) or csv/json/jsonl/parquet files with an
         audio column; relative paths in a file resolve against that file's folder."""
-        import datasets
-
-        from ..data import FORMATS, read_files, resolve_files
+        from ..data import FORMATS, read_files
 
         path = Path(os.path.expanduser(entry))
         if path.is_dir() and not any(p.is_file() and p.suffix.lower() in FORMATS for p in path.iterdir()):
@@ -205,27 +202,9 @@ class AudioClassification(ClassificationTask):
                     f"{where}: folder {entry!r} holds neither audio in label subfolders "
                     f"({entry}/<label>/*.wav) nor data files (.csv, .json, .jsonl, .parquet)"
                 )
-        files = resolve_files(entry, where)
-        parts = []
-        for file in files:
-            file_where = f"{where} ({str(file)!r})" if len(files) > 1 else where
-            parts.append(read_files(
-                glob.escape(str(file)), where, declared_format,
-                check=lambda ds, _w, base=file.parent, w=file_where: self.check_split(ds, w, base=base),
-            ))
-        if len(parts) == 1:
-            return parts[0]
-        for part, file in zip(parts[1:], files[1:]):
-            if sorted(part.column_names) != sorted(parts[0].column_names):
-                raise HFTransferError(
-                    f"{where}: the files have different columns: {str(file)!r} has "
-                    f"{', '.join(part.column_names)}, {str(files[0])!r} has "
-                    f"{', '.join(parts[0].column_names)}; give every file the same columns"
-                )
-        try:
-            return datasets.concatenate_datasets(parts)
-        except ValueError as exc:
-            raise HFTransferError(f"{where}: the files of {entry!r} cannot be joined ({exc})") from None
+        # Relative audio paths in a data file resolve against that file's folder.
+        return read_files(entry, where, declared_format,
+                          check=lambda ds, w, file: self.check_split(ds, w, base=file.parent))
 
     def _read_audio_folder(self, root: Path, entry: str, where: str):
         import datasets
@@ -259,12 +238,7 @@ class AudioClassification(ClassificationTask):
         file, and its row when ``numbered`` (not for audio folders, where rows are files)."""
         import datasets
 
-        column = self.options.audio_column
-        if column not in ds.column_names:
-            raise HFTransferError(
-                f"{where}: column {column!r} (task.audio_column) not found; columns are "
-                f"{', '.join(ds.column_names)}; set task.audio_column to one of them"
-            )
+        column = self.require_column(ds, "audio_column", where)
         if labelled:
             self.check_label_column(ds, where)
         if len(ds) == 0:

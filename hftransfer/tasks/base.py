@@ -56,11 +56,21 @@ class Task:
         """Read one split's files (a file, glob or folder) and check them."""
         from ..data import read_files
 
-        return read_files(entry, where, declared_format, check=self.check_split)
+        return read_files(entry, where, declared_format, check=lambda ds, w, path: self.check_split(ds, w))
 
     def check_split(self, ds: "datasets.Dataset", where: str) -> "datasets.Dataset":
         """Check columns and values; return the split, possibly normalised."""
         return ds
+
+    def require_column(self, ds: "datasets.Dataset", key: str, where: str) -> str:
+        """The column named by option ``key``; an error listing the columns if it is missing."""
+        column = getattr(self.options, key)
+        if column not in ds.column_names:
+            raise HFTransferError(
+                f"{where}: column {column!r} (task.{key}) not found; columns are "
+                f"{', '.join(ds.column_names)}; set task.{key} to one of them"
+            )
+        return column
 
     def label_names(self, train: "datasets.Dataset", where: str) -> list[str]:
         raise NotImplementedError
@@ -136,12 +146,7 @@ class ClassificationTask(Task):
         return [label_str(v) for v in values]
 
     def check_label_column(self, ds, where) -> None:
-        column = self.options.label_column
-        if column not in ds.column_names:
-            raise HFTransferError(
-                f"{where}: column {column!r} (task.label_column) not found; columns are "
-                f"{', '.join(ds.column_names)}; set task.label_column to one of them"
-            )
+        column = self.require_column(ds, "label_column", where)
         for row, value in enumerate(ds[column], start=1):
             if value is None or label_str(value) == "":
                 raise HFTransferError(

@@ -2,7 +2,6 @@
 datasets with image data (parquet, Hub)."""
 from __future__ import annotations
 
-import glob
 import io
 import logging
 import math
@@ -111,33 +110,15 @@ class ImageClassification(ClassificationTask):
 
     # --- data -------------------------------------------------------------------------------
     def read_split(self, entry, where, declared_format):
-        from ..data import FORMATS, read_files, resolve_files
+        from ..data import FORMATS, read_files
 
         path = Path(os.path.expanduser(entry))
         if declared_format is None and path.is_dir() and not any(
                 p.suffix.lower() in FORMATS for p in _files(path)):
             return self.read_image_folder(path, where)
-        files = resolve_files(entry, where)
-        parts = []
-        for file in files:
-            file_where = f"{where} ({str(file)!r})" if len(files) > 1 else where
-            parts.append(read_files(glob.escape(str(file)), file_where, declared_format,
-                                    check=lambda ds, w, base=file.parent: self.check_split(ds, w, base)))
-        if len(parts) == 1:
-            return parts[0]
-        import datasets
-
-        for part, file in zip(parts[1:], files[1:]):
-            if sorted(part.column_names) != sorted(parts[0].column_names):
-                raise HFTransferError(
-                    f"{where}: the files have different columns: {str(file)!r} has "
-                    f"{', '.join(part.column_names)}, {str(files[0])!r} has "
-                    f"{', '.join(parts[0].column_names)}; give every file the same columns"
-                )
-        try:
-            return datasets.concatenate_datasets(parts)
-        except ValueError as exc:
-            raise HFTransferError(f"{where}: the files of {entry!r} cannot be joined ({exc})") from None
+        # Relative image paths in a data file resolve against that file's folder.
+        return read_files(entry, where, declared_format,
+                          check=lambda ds, w, file: self.check_split(ds, w, file.parent))
 
     def read_image_folder(self, root: Path, where: str):
         """``root/LABEL/**/*.png``: one subfolder per label (walked in sorted order)."""
@@ -176,12 +157,7 @@ class ImageClassification(ClassificationTask):
         made absolute (relative ones resolve against ``base``, the data file's folder)."""
         import datasets
 
-        column = self.options.image_column
-        if column not in ds.column_names:
-            raise HFTransferError(
-                f"{where}: column {column!r} (task.image_column) not found; columns are "
-                f"{', '.join(ds.column_names)}; set task.image_column to one of them"
-            )
+        column = self.require_column(ds, "image_column", where)
         self.check_label_column(ds, where)
         if len(ds) == 0:
             raise HFTransferError(f"{where}: no rows")

@@ -42,12 +42,8 @@ class TextClassification(ClassificationTask):
         return cols
 
     def check_split(self, ds, where, labelled: bool = True):
-        for key, column in self._columns(labelled):
-            if column not in ds.column_names:
-                raise HFTransferError(
-                    f"{where}: column {column!r} (task.{key}) not found; columns are "
-                    f"{', '.join(ds.column_names)}; set task.{key} to one of them"
-                )
+        for key, _ in self._columns(labelled):
+            self.require_column(ds, key, where)
         if len(ds) == 0:
             raise HFTransferError(f"{where}: no rows")
         for key, column in self._columns(labelled):

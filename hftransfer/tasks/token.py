@@ -108,15 +108,15 @@ class TokenClassification(Task):
     def read_split(self, entry, where, declared_format):
         import datasets
 
-        from ..data import read_files, resolve_files
+        from ..data import resolve_files
 
         fmt = (declared_format or "").lower()
         path = Path(entry).expanduser()
         if fmt and fmt != "conll":
-            return read_files(entry, where, declared_format, check=self.check_split)
+            return super().read_split(entry, where, declared_format)
         files = resolve_files(entry, where, extensions=CONLL_EXTENSIONS if path.is_dir() else None)
         if fmt != "conll" and not all(f.suffix.lower() in CONLL_EXTENSIONS for f in files):
-            return read_files(entry, where, declared_format, check=self.check_split)
+            return super().read_split(entry, where, declared_format)
         parts = []
         for file in files:
             ds = datasets.Dataset.from_list(read_conll(file, where))
@@ -128,12 +128,8 @@ class TokenClassification(Task):
     def check_split(self, ds, where, labelled: bool = True):
         o = self.options
         columns = [("tokens_column", o.tokens_column)] + ([("tags_column", o.tags_column)] if labelled else [])
-        for key, column in columns:
-            if column not in ds.column_names:
-                raise HFTransferError(
-                    f"{where}: column {column!r} (task.{key}) not found; columns are "
-                    f"{', '.join(ds.column_names)}; set task.{key} to one of them"
-                )
+        for key, _ in columns:
+            self.require_column(ds, key, where)
         if len(ds) == 0:
             raise HFTransferError(f"{where}: no rows")
         for row, tokens in enumerate(ds[o.tokens_column], start=1):
