@@ -186,10 +186,13 @@ def pad_token_features(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.
     return batch
 
 
-def fingerprint(model: nn.Module) -> str:
-    """A hash of every weight of ``model``: the cache key's model part."""
+def fingerprint(model: nn.Module, skip: nn.Module | None = None) -> str:
+    """A hash of every weight of ``model`` but those of ``skip``: the cache key's model part."""
+    skipped = {id(t) for t in skip.state_dict().values()} if skip is not None else set()
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
+        if id(tensor) in skipped:
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -364,9 +367,13 @@ class FeatureExtraction(Strategy):
     def prepare_data(self, train_ds, evals, collator):
         from transformers import default_data_collator
 
-        # The cache key covers every frozen weight the features depend on (the whole model but
-        # the output layer for the output-layer path).
-        self.model_key = fingerprint(self.full_model.base_model if self.pooled else self.full_model)
+        # The cache key covers every frozen weight the features depend on: the encoder, or the
+        # whole model but its (freshly initialised, retrained) output layer.
+        if self.pooled:
+            self.model_key = fingerprint(self.full_model.base_model)
+        else:
+            self.model_key = fingerprint(self.full_model,
+                                         skip=output_layer(self.full_model, self.full_model.config.num_labels))
         train = self.features(train_ds, collator, "train")
         evals = {name: self.features(ds, collator, name) for name, ds in evals.items()}
         return train, evals, pad_token_features if self.per_token else default_data_collator
