@@ -30,11 +30,13 @@ def train(recipe: Any, overrides: list[str] | None = None, **kwargs: Any):
     return _train(recipe, overrides, **kwargs)
 
 
-def evaluate(run_dir: str | Path, split: str = "test", data: str | None = None) -> dict[str, Any]:
-    """Metrics of a finished run on a split of its recipe or on a data file."""
+def evaluate(run_dir: str | Path, split: str = "test", data: str | None = None,
+             task: str | None = None) -> dict[str, Any]:
+    """Metrics of a finished run on a split of its recipe or on a data file (``task``: one task
+    of a multi-task run)."""
     from .engine import evaluate_run
 
-    return evaluate_run(run_dir, split=split, data=data)
+    return evaluate_run(run_dir, split=split, data=data, task=task)
 
 
 def load_run(run_dir: str | Path):
@@ -44,7 +46,11 @@ def load_run(run_dir: str | Path):
     return _load_run(run_dir)
 
 
-def predict(run_dir: str | Path, inputs: list[Any]) -> list[dict[str, Any]]:
-    """``[{"label", "score"}]`` for each input, in order."""
+def predict(run_dir: str | Path, inputs: list[Any], task: str | None = None) -> list[Any]:
+    """The prediction for each input, in order (``{"label", "score"}`` for classification);
+    ``task`` picks the head of a multi-task run."""
+    from .engine import run_task
+
     run = load_run(run_dir)
-    return run.task.predict(run.model, run.processor, list(inputs))
+    member, model, _ = run_task(run, task)
+    return member.predict(model, run.processor, list(inputs))

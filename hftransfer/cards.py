@@ -99,9 +99,10 @@ def _inline(value: Any) -> str:
 
 def _hyperparameters(recipe: "Recipe", metrics: dict[str, Any]) -> list[tuple[str, str]]:
     from .engine import training_values
-    from .registry import get_strategy, get_task
+    from .multitask import task_for
+    from .registry import get_strategy
 
-    values = training_values(recipe, get_strategy(recipe.strategy_name), get_task(recipe.task_type))
+    values = training_values(recipe, get_strategy(recipe.strategy_name), task_for(recipe))
     rows = [(key, _fmt_setting(values[key])) for key in HYPERPARAMETERS if key in values]
     warmup = values.get("warmup_steps")
     if isinstance(warmup, float) and 0 < warmup < 1:  # transformers reads it as a fraction of the steps
@@ -123,9 +124,12 @@ def _hyperparameters(recipe: "Recipe", metrics: dict[str, Any]) -> list[tuple[st
 def _what_trained(recipe: "Recipe", strategy_cls: Any, task_cls: Any) -> str:
     """One sentence on which parameters moved, from the strategy and its effective options."""
     text = strategy_cls.description
-    if hasattr(strategy_cls, "peft_config") and recipe.strategy_options is not None:
+    options = recipe.strategy_options
+    adapters = getattr(options, "adapters", None)
+    if (hasattr(strategy_cls, "peft_config") or adapters) and options is not None:
         try:
-            config = strategy_cls.peft_config(recipe.strategy_options, task_cls.peft_task_type)
+            config = (strategy_cls.adapter_config(options, task_cls.peft_task_type) if adapters
+                      else strategy_cls.peft_config(options, task_cls.peft_task_type))
         except Exception:  # the card must render even if PEFT changed; the description still holds
             return text
         shown = {k: getattr(config, k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")
@@ -139,11 +143,15 @@ def _what_trained(recipe: "Recipe", strategy_cls: Any, task_cls: Any) -> str:
     return text
 
 
-def render_card(recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = False):
+def render_card(recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = False,
+                adapter: bool | None = None, whole_recipe: "Recipe | None" = None,
+                companions: list[tuple[str, str]] | None = None):
     """A ``huggingface_hub.ModelCard`` for a run's recipe and metrics.
 
     ``merged=True`` renders the card of an adapter run whose adapter was merged into the base
-    weights (``hftransfer push --merge-adapter``): a plain transformers model.
+    weights (``hftransfer push --merge-adapter``): a plain transformers model. One task of a
+    multi-task run passes its own view of the recipe, the ``whole_recipe`` that reproduces it
+    and its ``companions`` (the other tasks' names and types).
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -151,7 +159,9 @@ def render_card(recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = Fal
 
     task_cls = get_task(recipe.task_type)
     strategy_cls = get_strategy(recipe.strategy_name)
-    adapter = strategy_cls.saves_adapter and not merged
+    if adapter is None:
+        adapter = strategy_cls.saves_adapter
+    adapter = adapter and not merged
     splits = [s for s in ("validation", "test") if isinstance(metrics.get(s), dict)]
     metric_names = _metric_names(*(metrics[s] for s in splits))
     model_name = recipe.name or "hftransfer-run"
@@ -226,13 +236,83 @@ def render_card(recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = Fal
         hyperparameters=_hyperparameters(recipe, metrics),
         runtime=train.get("runtime_s", "?"), samples_per_second=train.get("samples_per_second", "?"),
         peak_rss=train.get("peak_rss_mb", "?"), world_size=train.get("world_size", 1),
-        recipe=recipe.to_yaml().strip(),
+        recipe=(whole_recipe or recipe).to_yaml().strip(),
         license=data.license,
+        companions=companions or [],
     )
 
 
 def write_card(run_dir: Path, recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = False) -> Path:
     """Render the card into ``run_dir/README.md`` and return its path."""
     path = Path(run_dir) / "README.md"
-    render_card(recipe, metrics, merged=merged).save(str(path))
+    card = render_multitask_card(recipe, metrics) if recipe.is_multitask else render_card(recipe, metrics, merged=merged)
+    card.save(str(path))
     return path
+
+
+def task_view(recipe: "Recipe", name: str) -> "Recipe":
+    """One task of a multi-task recipe as a single-task recipe (for its card)."""
+    from .recipe import Recipe
+
+    entry = recipe.members[name]
+    return Recipe(name=f"{recipe.name or 'multitask'}-{name}", model=recipe.model, task=entry.task,
+                  data=entry.data, strategy=recipe.strategy, train=recipe.train,
+                  task_options=entry.task_options, strategy_options=recipe.strategy_options)
+
+
+def task_metrics_view(metrics: dict[str, Any], name: str) -> dict[str, Any]:
+    """One task's share of a multi-task run's metrics.json."""
+    out = {key: metrics[key] for key in ("strategy", "base_model", "train") if key in metrics}
+    out["task"] = metrics.get("tasks", {}).get(name)
+    out["labels"] = metrics.get("labels", {}).get(name, [])
+    out["data"] = metrics.get("data", {}).get(name, {})
+    for split in ("validation", "test"):
+        if isinstance(metrics.get(split), dict) and isinstance(metrics[split].get(name), dict):
+            out[split] = metrics[split][name]
+    out["params"] = metrics.get("params", {}).get("tasks", {}).get(name, {})
+    return out
+
+
+def write_task_cards(run_dir: Path, recipe: "Recipe", metrics: dict[str, Any]) -> None:
+    """``RUN/tasks/NAME/README.md`` for every task of a multi-task run."""
+    adapters = getattr(recipe.strategy_options, "adapters", None) is not None
+    for name in recipe.members:
+        companions = [(other, entry.task_type) for other, entry in recipe.members.items() if other != name]
+        card = render_card(task_view(recipe, name), task_metrics_view(metrics, name), adapter=adapters,
+                           whole_recipe=recipe, companions=companions)
+        card.save(str(Path(run_dir) / "tasks" / name / "README.md"))
+
+
+def render_multitask_card(recipe: "Recipe", metrics: dict[str, Any]):
+    """The card of a multi-task run directory: every task's results and where its model is."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from .registry import get_strategy, get_task
+
+    base_model = str(metrics.get("base_model") or recipe.model.name_or_path)
+    rows = []
+    for name, entry in recipe.members.items():
+        task_cls = get_task(entry.task_type)
+        primary = task_cls.primary_metric
+        cells = [_fmt((metrics.get(split) or {}).get(name, {}).get(primary)) for split in ("validation", "test")]
+        params = metrics.get("params", {}).get("tasks", {}).get(name, {})
+        rows.append((name, entry.task_type, primary, cells[0], cells[1],
+                     f"{params.get('trainable', 0):,} ({params.get('percent', 0):.2f}%)", task_cls.pipeline_tag))
+    combined = [_fmt((metrics.get(split) or {}).get("combined")) for split in ("validation", "test")]
+    data = ModelCardData(
+        base_model=base_model if _is_hub_id(base_model) else None,
+        library_name="transformers",
+        tags=["hftransfer", "strategy-multitask", "multi-task"] + sorted({e.task_type for e in recipe.members.values()}),
+        model_name=recipe.name or "hftransfer-multitask",
+        **source_license(recipe),
+    )
+    train = metrics.get("train", {})
+    template = resources.files("hftransfer").joinpath("templates/multitask_card.md").read_text("utf-8")
+    return ModelCard.from_template(
+        data, template_str=template, name=recipe.name or "hftransfer-multitask", base_model=base_model,
+        description=get_strategy(recipe.strategy_name).description, rows=rows, combined=combined,
+        adapters=getattr(recipe.strategy_options, "adapters", None),
+        hyperparameters=_hyperparameters(recipe, metrics),
+        runtime=train.get("runtime_s", "?"), steps=train.get("steps", "?"),
+        world_size=train.get("world_size", 1), recipe=recipe.to_yaml().strip(), license=data.license,
+    )

@@ -33,19 +33,22 @@ def _validate(args: argparse.Namespace) -> int:
     from .recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    print(f"ok: {args.recipe} ({recipe.task_type}, strategy {recipe.strategy_name})")
+    what = recipe.task_type
+    if recipe.is_multitask:
+        what = "tasks " + ", ".join(f"{n}={e.task_type}" for n, e in recipe.members.items())
+    print(f"ok: {args.recipe} ({what}, strategy {recipe.strategy_name})")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .engine import evaluate_run
 
-    print(json.dumps(evaluate_run(args.run_dir, split=args.split, data=args.data), indent=2))
+    print(json.dumps(evaluate_run(args.run_dir, split=args.split, data=args.data, task=args.task), indent=2))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .engine import load_run
+    from .engine import load_run, run_task
 
     inputs = list(args.texts)
     if args.file:
@@ -58,7 +61,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise HFTransferError("predict: give inputs (texts, or image/audio file paths) as arguments "
                               "or --file PATH (one per line, - for stdin)")
     run = load_run(args.run_dir)
-    if getattr(run.task.options, "text_pair_column", None):
+    task, model, _ = run_task(run, args.task)
+    if getattr(task.options, "text_pair_column", None):
         pairs = []
         for line in inputs:
             if "\t" not in line:
@@ -67,13 +71,13 @@ def _predict(args: argparse.Namespace) -> int:
                 )
             pairs.append(tuple(line.split("\t", 1)))
         inputs = pairs
-    results = run.task.predict(run.model, run.processor, inputs)
+    results = task.predict(model, run.processor, inputs)
     if args.json:
         print(json.dumps(results, ensure_ascii=False))
     else:
         for text, result in zip(inputs, results):
             shown = text if isinstance(text, str) else " ||| ".join(text)
-            print(run.task.format_prediction(shown, result))
+            print(task.format_prediction(shown, result))
     return 0
 
 
@@ -104,6 +108,12 @@ def _card(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir)
     print(write_card(run.run_dir, run.recipe, run.metrics))
+    if run.recipe.is_multitask:
+        from .cards import write_task_cards
+
+        write_task_cards(run.run_dir, run.recipe, run.metrics)
+        for name in run.recipe.members:
+            print(run.run_dir / "tasks" / name / "README.md")
     return 0
 
 
@@ -114,7 +124,7 @@ def _push(args: argparse.Namespace) -> int:
         for name in ("httpx", "httpx2", "huggingface_hub"):
             logging.getLogger(name).setLevel(logging.WARNING)
     result = push_run(args.run_dir, args.repo_id, private=args.private, revision=args.revision,
-                      merge_adapter=args.merge_adapter, dry_run=args.dry_run)
+                      merge_adapter=args.merge_adapter, dry_run=args.dry_run, task=args.task)
     if result.dry_run is not None:
         print(f"dry run: staged {len(result.files)} files for {result.repo_id} in {result.dry_run} "
               "(nothing uploaded)")
@@ -160,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", help="train, validation or test (default test)")
     p.add_argument("--data", help="a data file with the recipe's columns, instead of a split")
+    p.add_argument("--task", help="multi-task runs: evaluate this task only (default: all)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="predict labels with a run")
@@ -168,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="texts (pair tasks: 'text<TAB>pair'), or image/audio file paths")
     p.add_argument("--file", help="inputs, one per line; - reads stdin")
     p.add_argument("--json", action="store_true", help='print a JSON list of {"label", "score"}')
+    p.add_argument("--task", help="multi-task runs: the task (head, adapter) to predict with")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("card", help="re-render a run's model card (README.md)")
@@ -186,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge a PEFT adapter into its base and upload a plain transformers model")
     p.add_argument("--dry-run", metavar="DIR",
                    help="copy what would be uploaded into DIR (new or empty) and upload nothing")
+    p.add_argument("--task", help="multi-task runs: the task whose model (tasks/TASK) to upload")
     p.set_defaults(func=_push)
 
     p = sub.add_parser("ls", help="list strategies, tasks and shipped recipes")

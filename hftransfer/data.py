@@ -42,6 +42,14 @@ class Splits:
     test: "datasets.Dataset | None"
     labels: list[str]
 
+    def missing_validation(self) -> list[str]:
+        """Recipe sections that have no validation split (model selection needs one)."""
+        return ["data"] if self.validation is None else []
+
+    def counts(self) -> dict[str, int]:
+        return {role: len(ds) if ds is not None else 0
+                for role, ds in (("train", self.train), ("validation", self.validation), ("test", self.test))}
+
 
 def resolve_files(spec: str, where: str, extensions: tuple[str, ...] | None = None) -> list[Path]:
     """A file, a glob or a folder of files -> the sorted list of files it names."""
@@ -240,7 +248,7 @@ def read_files(spec: str, where: str, declared_format: str | None = None,
         raise HFTransferError(f"{where}: the files of {spec!r} cannot be joined ({exc})") from None
 
 
-def load_hub_splits(spec: "DataSpec") -> dict[str, "datasets.Dataset"]:
+def load_hub_splits(spec: "DataSpec", where: str = "data") -> dict[str, "datasets.Dataset"]:
     """The named splits of a Hub dataset (needs the network or the local HF cache)."""
     import datasets
 
@@ -248,7 +256,7 @@ def load_hub_splits(spec: "DataSpec") -> dict[str, "datasets.Dataset"]:
         loaded = datasets.load_dataset(spec.dataset, spec.dataset_config)
     except Exception as exc:
         raise HFTransferError(
-            f"data.dataset: cannot load Hub dataset {spec.dataset!r}"
+            f"{where}.dataset: cannot load Hub dataset {spec.dataset!r}"
             f"{f' (config {spec.dataset_config!r})' if spec.dataset_config else ''}: "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; check the id and "
             f"the network, or point data.train at local files"
@@ -262,7 +270,7 @@ def load_hub_splits(spec: "DataSpec") -> dict[str, "datasets.Dataset"]:
             out[role] = loaded[name]
         elif role == "train":
             raise HFTransferError(
-                f"data.train_split: {spec.dataset!r} has no split {name!r}; it has "
+                f"{where}.train_split: {spec.dataset!r} has no split {name!r}; it has "
                 f"{', '.join(loaded)}"
             )
     return out
@@ -312,29 +320,30 @@ def label_budget(labels: list[Any], per_label: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
-def load_splits(spec: "DataSpec", task: "Task", seed: int) -> Splits:
-    """Read, check and split the data of a recipe for ``task``."""
+def load_splits(spec: "DataSpec", task: "Task", seed: int, where: str = "data") -> Splits:
+    """Read, check and split the data of a recipe for ``task``; ``where`` names the recipe
+    section in messages (``tasks.ner.data`` in a multi-task recipe)."""
     if spec.dataset is not None:
-        raw = load_hub_splits(spec)
+        raw = load_hub_splits(spec, where)
     else:
         raw = {}
         for role in ("train", "validation", "test"):
             entry = getattr(spec, role)
             if entry is not None:
-                raw[role] = task.read_split(entry, f"data.{role}", spec.format)
+                raw[role] = task.read_split(entry, f"{where}.{role}", spec.format)
     if spec.dataset is not None:
         for role, ds in raw.items():
-            raw[role] = task.check_split(ds, f"data.{role}")
-    labels = task.label_names(raw["train"], "data.train")
+            raw[role] = task.check_split(ds, f"{where}.{role}")
+    labels = task.label_names(raw["train"], f"{where}.train")
     for role in ("validation", "test"):
         if role in raw:
-            task.check_labels(raw[role], labels, f"data.{role}")
+            task.check_labels(raw[role], labels, f"{where}.{role}")
 
     train = raw["train"]
     validation = raw.get("validation")
     if validation is None and spec.validation_fraction > 0:
         if len(train) < 2:
-            raise HFTransferError("data.train has too few rows to carve a validation split")
+            raise HFTransferError(f"{where}.train has too few rows to carve a validation split")
         stratify = task.stratify_keys(train)
         if stratify is not None:
             keep, held = stratified_split(stratify, spec.validation_fraction, seed)
@@ -348,12 +357,12 @@ def load_splits(spec: "DataSpec", task: "Task", seed: int) -> Splits:
         keys = task.stratify_keys(train)
         if keys is None:
             raise HFTransferError(
-                f"data.samples_per_label does not apply to task {task.name!r}; use data.max_train_samples"
+                f"{where}.samples_per_label does not apply to task {task.name!r}; use {where}.max_train_samples"
             )
         train = train.select(label_budget(keys, spec.samples_per_label, seed))
     if spec.max_train_samples is not None and spec.max_train_samples < len(train):
         rng = np.random.default_rng(seed)
         train = train.select(sorted(rng.permutation(len(train))[: spec.max_train_samples].tolist()))
     if len(train) == 0:
-        raise HFTransferError("data.train has no rows left after budgets")
+        raise HFTransferError(f"{where}.train has no rows left after budgets")
     return Splits(train=train, validation=validation, test=raw.get("test"), labels=labels)

@@ -21,7 +21,8 @@ from transformers import Trainer, TrainingArguments
 
 from .errors import HFTransferError
 from .recipe import Recipe, load_recipe
-from .registry import get_strategy, get_task
+from .registry import get_strategy
+from .tasks.base import length_sorted
 
 logger = logging.getLogger("hftransfer")
 
@@ -131,7 +132,7 @@ def staging_dir(run_dir: Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.partial"
 
 
-def training_values(recipe: Recipe, strategy_cls: Any, task_cls: Any) -> dict[str, Any]:
+def training_values(recipe: Recipe, strategy_cls: Any, task: Any) -> dict[str, Any]:
     """The training arguments a run uses: kit defaults < task defaults < strategy defaults < the
     recipe's ``train:``."""
     import torch
@@ -142,23 +143,23 @@ def training_values(recipe: Recipe, strategy_cls: Any, task_cls: Any) -> dict[st
         # Processes launched on CPUs: without use_cpu Accelerate finds no GPU and sets up no
         # process group at all, so every process would train and evaluate alone.
         device_defaults.update(use_cpu=True, ddp_backend="gloo")
-    values = {**KIT_DEFAULTS, **device_defaults, **task_cls.training_defaults, **strategy_cls.defaults,
+    values = {**KIT_DEFAULTS, **device_defaults, **task.training_defaults, **strategy_cls.defaults,
               **recipe.train}
+    return best_model_needs_eval(values)
+
+
+def best_model_needs_eval(values: dict[str, Any]) -> dict[str, Any]:
+    """``load_best_model_at_end`` without an eval strategy evaluates whenever it saves."""
     if values.get("load_best_model_at_end") and values.get("eval_strategy", "no") == "no":
         values["eval_strategy"] = values.get("save_strategy", "epoch")
     return values
 
 
-def training_arguments(recipe: Recipe, strategy_cls: Any, task_cls: Any,
+def training_arguments(recipe: Recipe, strategy_cls: Any, task: Any,
                        output_dir: Path) -> TrainingArguments:
     from .recipe import make_training_arguments
 
-    return make_training_arguments(training_values(recipe, strategy_cls, task_cls), str(output_dir))
-
-
-def length_sorted(ds: Any) -> Any:
-    """Evaluation order does not change metrics; sorting text by length removes most padding."""
-    return ds.sort("length") if "length" in getattr(ds, "column_names", ()) else ds
+    return make_training_arguments(training_values(recipe, strategy_cls, task), str(output_dir))
 
 
 def train(
@@ -173,8 +174,8 @@ def train(
     >>> result = train("recipes/quickstart.yaml", ["train.num_train_epochs=1"])
     >>> result.metrics["test"]["accuracy"]
     """
-    from .data import load_splits
     from .models import public_name, source_config, source_location
+    from .multitask import task_for
 
     recipe = load_recipe(recipe, overrides)
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
@@ -200,22 +201,23 @@ def train(
                 f"--resume: no checkpoint to resume under {str(stage / 'checkpoints')!r}"
             )
 
-    task = get_task(recipe.task_type)(recipe.task_options)
+    task = task_for(recipe)
     strategy_cls = get_strategy(recipe.strategy_name)
     strategy = strategy_cls(recipe.strategy_options, task)
-    args = training_arguments(recipe, strategy_cls, type(task), stage / "checkpoints")
+    args = training_arguments(recipe, strategy_cls, task, stage / "checkpoints")
     data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
 
     started = time.perf_counter()
     # Every check of the user's input runs before anything is written or deleted.
     config = source_config(recipe.model)
     strategy.check_model(config)
-    splits = load_splits(recipe.data, task, data_seed)
-    if args.eval_strategy != "no" and splits.validation is None:
+    splits = task.load_splits(recipe.data, data_seed)
+    if args.eval_strategy != "no" and splits.missing_validation():
+        where = splits.missing_validation()[0]
         raise HFTransferError(
             f"train.eval_strategy={getattr(args.eval_strategy, 'value', args.eval_strategy)} (or "
-            "load_best_model_at_end) needs a validation split: set data.validation or a "
-            "data.validation_fraction above 0"
+            f"load_best_model_at_end) needs a validation split: set {where}.validation or a "
+            f"{where}.validation_fraction above 0"
         )
     location = source_location(recipe.model) if recipe.model.config is None else None
     processor = task.load_processor(location, recipe.model, config)
@@ -231,14 +233,10 @@ def train(
                 f"{params['trainable']:,}", f"{params['total']:,}",
                 100 * params["trainable"] / max(params["total"], 1))
 
-    train_ds = task.preprocess(splits.train, processor, splits.labels, training=strategy.augments)
-    evals = {name: length_sorted(task.preprocess(ds, processor, splits.labels))
-             for name, ds in (("validation", splits.validation), ("test", splits.test))
-             if ds is not None}
-
+    train_ds, evals = task.encode_splits(splits, processor, augment=strategy.augments)
     train_ds, evals, collator = strategy.prepare_data(train_ds, evals, task.collator(processor))
 
-    trainer = TransferTrainer(
+    trainer = strategy.trainer_class(
         model=model,
         args=args,
         strategy=strategy,
@@ -255,15 +253,13 @@ def train(
     metrics: dict[str, Any] = {
         "strategy": strategy.name,
         "base_model": public_name(recipe.model),
-        "task": task.name,
+        **task.describe(),
         "labels": splits.labels,
-        "data": {"train": len(splits.train),
-                 "validation": len(splits.validation) if splits.validation is not None else 0,
-                 "test": len(splits.test) if splits.test is not None else 0},
+        "data": splits.counts(),
     }
     # Model selection happened on validation; test is read once, here, at the very end.
     for name, ds in evals.items():
-        metrics[name] = task_metrics(trainer.evaluate(ds, metric_key_prefix=name), name)
+        metrics[name] = task.shape_metrics(task_metrics(trainer.evaluate(ds, metric_key_prefix=name), name))
     metrics["params"] = params
     transfer = strategy.report(trainer.model)
     if transfer:
@@ -294,6 +290,7 @@ def _write_run(stage: Path, run_dir: Path, recipe: Recipe, strategy: Any, traine
     logs.mkdir(exist_ok=True)
     (logs / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
     write_card(stage, recipe, metrics)
+    strategy.export(trainer.model, stage, processor, recipe, metrics)
     # metrics.json last: its presence marks a finished run.
     (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if run_dir.exists():
@@ -362,6 +359,7 @@ def require_finished_run(path: Path) -> None:
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a run directory (its recipe, model and tokenizer) for ``predict``/``evaluate``."""
     from .models import ModelSpec, load_config
+    from .multitask import task_for
 
     path = Path(run_dir)
     require_finished_run(path)
@@ -372,35 +370,71 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         raise HFTransferError(
             f"{str(path / 'metrics.json')!r} is damaged; retrain the run or restore the file"
         ) from None
-    task = get_task(recipe.task_type)(recipe.task_options)
+    task = task_for(recipe)
     strategy = get_strategy(recipe.strategy_name)(recipe.strategy_options, task)
     model = strategy.load_trained(path, recipe.model)
     model.eval()
-    own = ModelSpec(name_or_path=str(path))  # the run saved its processor next to the model
-    processor = task.load_processor(str(path), own, load_config(str(path), own))
+    # The run saved its processor next to the model (next to every task's, for multi-task runs).
+    own_dir = path / "tasks" / task.names[0] if recipe.is_multitask else path
+    own = ModelSpec(name_or_path=str(own_dir))
+    processor = task.load_processor(str(own_dir), own, load_config(str(own_dir), own))
     return LoadedRun(path, recipe, task, model, processor, metrics)
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = None) -> dict[str, Any]:
-    """Metrics of a finished run on one of its recipe's splits, or on a data file."""
-    from .data import load_splits
+def run_task(run: LoadedRun, name: str | None) -> tuple[Any, Any, list[str]]:
+    """(task, model, labels) of a loaded run; ``name`` picks one task of a multi-task run (its
+    adapter, if any, becomes the active one)."""
+    if not run.recipe.is_multitask:
+        if name is not None:
+            raise HFTransferError(f"--task: {str(run.run_dir)!r} is a single-task run; leave --task out")
+        labels = run.metrics.get("labels") or [run.model.config.id2label[i] for i in sorted(run.model.config.id2label)]
+        return run.task, run.model, labels
+    names = run.task.names
+    if name is None:
+        raise HFTransferError(
+            f"{str(run.run_dir)!r} is a multi-task run: pass --task with one of {', '.join(names)}")
+    if name not in names:
+        raise HFTransferError(f"--task {name!r} is not a task of this run; its tasks are {', '.join(names)}")
+    return run.task.members[name], run.model.activate(name), run.metrics["labels"][name]
 
+
+def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = None,
+                 task: str | None = None) -> dict[str, Any]:
+    """Metrics of a finished run on one of its recipe's splits, or on a data file. For a
+    multi-task run: every task's metrics (and the combined score), or ``task``'s alone."""
     if data is None and split not in ("train", "validation", "test"):
         raise HFTransferError(f"--split must be train, validation or test, got {split!r}")
     if data is not None and not any(ch in data for ch in "*?[") and not Path(os.path.expanduser(data)).exists():
         raise HFTransferError(f"--data: {data!r} does not exist")  # before the model loads
     run = load_run(run_dir)
-    labels = run.metrics.get("labels") or [run.model.config.id2label[i] for i in sorted(run.model.config.id2label)]
+    if run.recipe.is_multitask and task is None:
+        if data is not None:
+            raise HFTransferError(
+                f"--data of a multi-task run belongs to one task: add --task ({', '.join(run.task.names)})")
+        results = {name: _evaluate_task(run, name, split, None) for name in run.task.names}
+        primary = [results[n].get(run.task.members[n].primary_metric) for n in run.task.names]
+        if all(v is not None for v in primary):
+            results["combined"] = float(sum(primary) / len(primary))
+        return results
+    return _evaluate_task(run, task, split, data)
+
+
+def _evaluate_task(run: LoadedRun, name: str | None, split: str, data: str | None) -> dict[str, Any]:
+    task, model, labels = run_task(run, name)
+    where = f"tasks.{name}.data" if name is not None else "data"
     if data is not None:
-        ds = run.task.read_split(data, "--data", run.recipe.data.format)
+        ds = task.read_split(data, "--data", (run.recipe.members[name].data if name else run.recipe.data).format)
     else:
-        splits = load_splits(run.recipe.data, run.task, run.recipe.data.seed
-                             if run.recipe.data.seed is not None else run.recipe.train.get("seed", 0))
-        ds = getattr(splits, split)
+        spec = run.recipe.members[name].data if name is not None else run.recipe.data
+        seed = spec.seed if spec.seed is not None else run.recipe.train.get("seed", 0)
+        from .data import load_splits
+
+        ds = getattr(load_splits(spec, task, seed, where=where), split)
         if ds is None:
-            raise HFTransferError(f"the run's recipe has no {split} split; pass --data PATH")
-    run.task.check_labels(ds, labels, data or f"data.{split}")
-    encoded = length_sorted(run.task.preprocess(ds, run.processor, labels))
+            raise HFTransferError(f"the run's recipe has no {split} split{f' for task {name}' if name else ''}; "
+                                  "pass --data PATH")
+    task.check_labels(ds, labels, data or f"{where}.{split}")
+    encoded = length_sorted(task.preprocess(ds, run.processor, labels))
     import tempfile
 
     import torch
@@ -408,10 +442,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
     args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="hftransfer-eval-"), report_to="none",
                              per_device_eval_batch_size=64, disable_tqdm=True,
                              dataloader_pin_memory=torch.cuda.is_available(),
-                             remove_unused_columns=run.task.training_defaults.get("remove_unused_columns", True))
-    trainer = Trainer(model=run.model, args=args, processing_class=run.processor,
-                      data_collator=run.task.collator(run.processor),
-                      compute_metrics=run.task.compute_metrics(labels))
+                             remove_unused_columns=task.training_defaults.get("remove_unused_columns", True))
+    trainer = Trainer(model=model, args=args, processing_class=run.processor,
+                      data_collator=task.collator(run.processor),
+                      compute_metrics=task.compute_metrics(labels))
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     for callback in (PrinterCallback, ProgressCallback):  # stdout carries only our JSON

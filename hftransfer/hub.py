@@ -82,12 +82,32 @@ def check_repo_id(repo_id: str) -> None:
         raise HFTransferError(f"--repo-id {repo_id!r} is not a valid Hub repo id: {problem}")
 
 
-def check_run(run_dir: Path) -> bool:
-    """Raise unless ``run_dir`` is a finished run with a model; return whether it is an adapter run."""
+def model_dir_of(run_dir: Path, task: str | None) -> Path:
+    """The directory holding the model a push uploads: the run itself, or ``tasks/TASK`` of a
+    multi-task run."""
     from .engine import require_finished_run
+    from .multitask import MANIFEST
 
-    where = str(run_dir)
     require_finished_run(run_dir)
+    manifest = run_dir / MANIFEST
+    if not manifest.is_file():
+        if task is not None:
+            raise HFTransferError(f"--task: {str(run_dir)!r} is a single-task run; leave --task out")
+        return run_dir
+    try:
+        names = list(json.loads(manifest.read_text(encoding="utf-8"))["tasks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HFTransferError(f"{str(manifest)!r} is damaged; retrain the run or restore the file") from None
+    if task is None or task not in names:
+        raise HFTransferError(
+            f"{str(run_dir)!r} is a multi-task run: every task is its own model; pass --task with one "
+            f"of {', '.join(names)}" + (f" ({task!r} is not one)" if task is not None else ""))
+    return run_dir / "tasks" / task
+
+
+def check_run(run_dir: Path) -> bool:
+    """Raise unless ``run_dir`` holds a complete model; return whether it is an adapter."""
+    where = str(run_dir)
     adapter = (run_dir / "adapter_config.json").is_file()
     if adapter:
         missing = [f for f in ("adapter_model.safetensors", "config.json") if not (run_dir / f).is_file()]
@@ -129,11 +149,14 @@ def _check_dry_run_dir(directory: Path) -> None:
 # --------------------------------------------------------------------------- staging
 
 
-def _plan(run_dir: Path, adapter: bool, merge_adapter: bool, scratch: Path) -> dict[str, Path]:
+def _plan(run_dir: Path, adapter: bool, merge_adapter: bool, scratch: Path,
+          model_dir: Path | None = None) -> dict[str, Path]:
     """Repo path -> local file for everything a push uploads. Files that differ from the run's
-    (a merged model, a fixed-up adapter config) are written under ``scratch``."""
-    names = publishable_files(run_dir)
-    plan = {name: run_dir / name for name in names}
+    (a merged model, a fixed-up adapter config) are written under ``scratch``. ``model_dir``:
+    where the model is, when not in ``run_dir`` itself (a task of a multi-task run)."""
+    model_dir = model_dir or run_dir
+    plan = {name: model_dir / name for name in publishable_files(model_dir)}
+    plan.update({name: run_dir / name for name in ("recipe.yaml", "metrics.json")})
     if merge_adapter:
         merged = _merge(run_dir, scratch / "merged")
         plan = {n: p for n, p in plan.items()
@@ -142,7 +165,7 @@ def _plan(run_dir: Path, adapter: bool, merge_adapter: bool, scratch: Path) -> d
                      if p.is_file() and any(fnmatch.fnmatchcase(p.name, pat) for pat in PUBLISHABLE)
                      and not p.name.lower().endswith(PICKLE_SUFFIXES)})
     elif adapter:
-        fixed = _public_adapter_config(run_dir, scratch)
+        fixed = _public_adapter_config(model_dir, scratch, _metrics(run_dir).get("base_model"))
         if fixed is not None:
             plan["adapter_config.json"] = fixed
     if "README.md" not in plan:  # a run from before cards existed: render one
@@ -164,7 +187,7 @@ def _metrics(run_dir: Path) -> dict[str, Any]:
         ) from None
 
 
-def _public_adapter_config(run_dir: Path, scratch: Path) -> Path | None:
+def _public_adapter_config(run_dir: Path, scratch: Path, public: Any) -> Path | None:
     """An adapter config that names the base model by its Hub id instead of a path on this machine.
 
     Runs of the embedded MiniLM record the site-packages path of its bundled copy; on the Hub the
@@ -179,7 +202,6 @@ def _public_adapter_config(run_dir: Path, scratch: Path) -> Path | None:
     except (OSError, ValueError):
         raise HFTransferError(f"{str(path)!r} is not readable JSON; retrain the run or restore the file") from None
     current = config.get("base_model_name_or_path")
-    public = _metrics(run_dir).get("base_model")
     if not isinstance(current, str) or _is_hub_id(current) or not _is_hub_id(public):
         return None
     config["base_model_name_or_path"] = public
@@ -228,6 +250,7 @@ def push_run(
     merge_adapter: bool = False,
     dry_run: str | Path | None = None,
     commit_message: str | None = None,
+    task: str | None = None,
 ) -> PushResult:
     """Upload the publishable part of a finished run to the Hub repo ``repo_id``.
 
@@ -238,7 +261,12 @@ def push_run(
     """
     check_repo_id(repo_id)
     run_dir = Path(run_dir)
-    adapter = check_run(run_dir)
+    model_dir = model_dir_of(run_dir, task)
+    adapter = check_run(model_dir)
+    if merge_adapter and model_dir != run_dir:
+        raise HFTransferError(
+            "--merge-adapter does not apply to a task of a multi-task run yet; push its adapter "
+            "(without --merge-adapter)")
     if merge_adapter and not adapter:
         strategy = _metrics(run_dir).get("strategy", "?")
         raise HFTransferError(
@@ -259,7 +287,7 @@ def push_run(
 
     try:
         with tempfile.TemporaryDirectory(prefix="hftransfer-push-") as scratch:
-            plan = _plan(run_dir, adapter, merge_adapter, Path(scratch))
+            plan = _plan(run_dir, adapter, merge_adapter, Path(scratch), model_dir)
             sizes = {name: path.stat().st_size for name, path in plan.items()}
             result = PushResult(repo_id=repo_id, files=list(plan), sizes=sizes, revision=revision)
             base = _metrics(run_dir).get("base_model")

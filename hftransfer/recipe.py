@@ -92,13 +92,37 @@ class DataSpec:
 
 
 @dataclass
+class TaskEntry:
+    """One task of a multi-task recipe (``tasks: {NAME: {task: {...}, data: {...}}}``)."""
+
+    task: dict[str, Any] = field(default_factory=lambda: {"type": "text-classification"})
+    data: DataSpec = field(default_factory=DataSpec)
+    # Filled by validate(): the task's parsed options.
+    task_options: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def task_type(self) -> str:
+        return self.task.get("type", "text-classification")
+
+
+# A task name becomes a directory (RUN/tasks/NAME) and a metric key (validation.NAME.f1).
+TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+RESERVED_TASK_NAMES = ("combined", "loss")
+
+
+@dataclass
 class Recipe:
-    """One run: source model + target task and data + strategy + training arguments."""
+    """One run: source model + target task and data + strategy + training arguments.
+
+    A multi-task recipe gives ``tasks:`` (several named task + data pairs) instead of ``task:``
+    and ``data:``."""
 
     name: str | None = None
     model: ModelSpec = field(default_factory=ModelSpec)
     task: dict[str, Any] = field(default_factory=lambda: {"type": "text-classification"})
     data: DataSpec = field(default_factory=DataSpec)
+    tasks: dict[str, Any] | None = None
+    """Multi-task recipes: ``{NAME: {task: {...}, data: {...}}}``, trained with strategy multitask."""
     strategy: dict[str, Any] = field(default_factory=lambda: {"name": "full"})
     train: dict[str, Any] = field(default_factory=dict)
     """Any ``transformers.TrainingArguments`` field."""
@@ -106,9 +130,17 @@ class Recipe:
     # Filled by validate(): the registered classes and their parsed options.
     task_options: Any = field(default=None, repr=False, compare=False)
     strategy_options: Any = field(default=None, repr=False, compare=False)
+    members: dict[str, TaskEntry] = field(default_factory=dict, repr=False, compare=False)
+    """The parsed ``tasks:`` of a multi-task recipe, in recipe order."""
+
+    @property
+    def is_multitask(self) -> bool:
+        return self.tasks is not None
 
     @property
     def task_type(self) -> str:
+        if self.is_multitask:
+            return "multitask"
         return self.task.get("type", "text-classification")
 
     @property
@@ -119,10 +151,17 @@ class Recipe:
         """The recipe as plain data, as written to ``RUN/recipe.yaml``."""
         out = {}
         for f in dataclasses.fields(self):
-            if f.name in ("task_options", "strategy_options"):
+            if f.name in ("task_options", "strategy_options", "members"):
+                continue
+            if f.name in ("task", "data") and self.is_multitask:
+                continue
+            if f.name == "tasks" and not self.is_multitask:
                 continue
             value = getattr(self, f.name)
             out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        if self.members:
+            out["tasks"] = {name: {"task": entry.task, "data": dataclasses.asdict(entry.data)}
+                            for name, entry in self.members.items()}
         return out
 
     def to_yaml(self) -> str:
@@ -214,12 +253,13 @@ def build(cls: type, data: Any, where: str, skip: tuple[str, ...] = ()) -> Any:
         raise HFTransferError(f"{where} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in skip}
-    public = sorted([n for n in fields if n not in ("task_options", "strategy_options")] + list(skip))
+    internal = ("task_options", "strategy_options", "members")
+    public = sorted([n for n in fields if n not in internal] + list(skip))
     kwargs = {}
     for key, value in data.items():
         if key in skip:
             continue
-        if key not in fields or key in ("task_options", "strategy_options"):
+        if key not in fields or key in internal:
             raise HFTransferError(
                 f"unknown key {_join(where, key)!r}; allowed keys: {', '.join(public)}"
             )
@@ -266,6 +306,23 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 scalars: ``2e-4`` is a float (YAML 1.1 wants ``2.0e-4``) and only
     true/false are booleans (so ``save_strategy: no`` stays the string "no")."""
 
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    # PyYAML keeps the last of two equal keys silently; in a recipe that hides a mistake (two
+    # tasks with one name, a learning rate given twice).
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given at line {seen[key].line + 1})",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
@@ -344,6 +401,11 @@ def load_recipe(
         data = _read_yaml(path)
         default_name = path.stem
     data = apply_overrides(data, list(overrides or []))
+    if "tasks" in data and data["tasks"] is not None and ("task" in data or "data" in data):
+        raise HFTransferError(
+            "a recipe with tasks: gives every task its own task: and data: under tasks.NAME; "
+            "remove the top-level " + " and ".join(repr(k) for k in ("task", "data") if k in data)
+        )
     for section in ("task", "strategy", "train"):
         if data.get(section) is None:
             data.pop(section, None)
@@ -362,31 +424,85 @@ def validate(recipe: Recipe) -> Recipe:
     """Check everything that can be checked without loading a model or data."""
     from .registry import get_strategy, get_task
 
-    if not isinstance(recipe.task.get("type", "text-classification"), str):
-        raise HFTransferError("task.type must be a string")
-    recipe.task.setdefault("type", "text-classification")
     recipe.strategy.setdefault("name", "full")
     if not isinstance(recipe.strategy["name"], str):
         raise HFTransferError("strategy.name must be a string")
-    task_cls = get_task(recipe.task["type"])
     strategy_cls = get_strategy(recipe.strategy["name"])
-    recipe.task_options = build(task_cls.Options, recipe.task, "task", skip=("type",))
+    if recipe.is_multitask:
+        recipe.members = _validate_tasks(recipe.tasks)
+    else:
+        recipe.task_options = _task_options(recipe.task, "task")
+        _check_data(recipe.data, "data")
     recipe.strategy_options = build(
         strategy_cls.Options, recipe.strategy, "strategy", skip=("name",)
     )
-    strategy_cls.validate_recipe(recipe)
-    d = recipe.data
-    if d.dataset is None and d.train is None:
+    if recipe.is_multitask != bool(getattr(strategy_cls, "multitask", False)):
         raise HFTransferError(
-            "data.train is missing: give a training file (csv, json, jsonl, parquet) "
-            "or data.dataset with a Hub dataset id"
+            "a recipe with tasks: trains with strategy.name: multitask" if recipe.is_multitask else
+            f"strategy {recipe.strategy['name']!r} trains several tasks: give them as "
+            "tasks: {NAME: {task: {...}, data: {...}}, ...} instead of task: and data:"
         )
-    if d.dataset is not None and d.train is not None:
-        raise HFTransferError("give either data.train (local files) or data.dataset (Hub), not both")
+    strategy_cls.validate_recipe(recipe)
     recipe.train = validate_training_arguments(recipe.train)
     if recipe.name is not None and not str(recipe.name).strip():
         raise HFTransferError("name must not be empty")
     return recipe
+
+
+def _task_options(task: dict[str, Any], where: str) -> Any:
+    from .registry import get_task
+
+    if not isinstance(task.get("type", "text-classification"), str):
+        raise HFTransferError(f"{where}.type must be a string")
+    task.setdefault("type", "text-classification")
+    task_cls = get_task(task["type"], where=f"{where}.type")
+    return build(task_cls.Options, task, where, skip=("type",))
+
+
+def _check_data(d: DataSpec, where: str) -> None:
+    if d.dataset is None and d.train is None:
+        raise HFTransferError(
+            f"{where}.train is missing: give a training file (csv, json, jsonl, parquet) "
+            f"or {where}.dataset with a Hub dataset id"
+        )
+    if d.dataset is not None and d.train is not None:
+        raise HFTransferError(
+            f"give either {where}.train (local files) or {where}.dataset (Hub), not both")
+
+
+def _validate_tasks(tasks: Any) -> dict[str, TaskEntry]:
+    """The ``tasks:`` mapping of a multi-task recipe, checked: names, task options, data."""
+    if not isinstance(tasks, dict) or len(tasks) < 2:
+        raise HFTransferError(
+            "tasks must map two or more task names to {task: {...}, data: {...}}"
+            + (f"; got {len(tasks)} task" if isinstance(tasks, dict) else f", got {tasks!r}")
+        )
+    members: dict[str, TaskEntry] = {}
+    folded: dict[str, str] = {}
+    for name, entry in tasks.items():
+        name = str(name)
+        if not TASK_NAME.match(name) or name in RESERVED_TASK_NAMES:
+            raise HFTransferError(
+                f"task name {name!r} (under tasks) is not usable: a name starts with a letter and "
+                "has only letters, digits, '_' and '-' (at most 64)"
+                + (f", and {', '.join(RESERVED_TASK_NAMES)} are reserved" if name in RESERVED_TASK_NAMES else "")
+            )
+        if name.lower() in folded:  # RUN/tasks/NER and RUN/tasks/ner are one folder on some disks
+            raise HFTransferError(
+                f"task names {folded[name.lower()]!r} and {name!r} clash (they differ only in case); "
+                "rename one"
+            )
+        folded[name.lower()] = name
+        where = f"tasks.{name}"
+        if entry is None or isinstance(entry, dict) and "data" not in entry:
+            raise HFTransferError(
+                f"{where} has no data: give {where}.data.train (a file) or {where}.data.dataset"
+            )
+        parsed = build(TaskEntry, entry, where)
+        parsed.task_options = _task_options(parsed.task, f"{where}.task")
+        _check_data(parsed.data, f"{where}.data")
+        members[name] = parsed
+    return members
 
 
 # Fields the kit owns: setting them in `train:` would break the run directory contract.
@@ -426,7 +542,11 @@ def validate_training_arguments(train: dict[str, Any]) -> dict[str, Any]:
             "per_device_eval_batch_size", "weight_decay", "warmup_steps",
         ):
             raise HFTransferError(f"train.{key} must not be negative, got {value}")
-    make_training_arguments(out, "/nonexistent/hftransfer-validation")  # values TrainingArguments rejects
+    # Values TrainingArguments rejects, judged with the kit's defaults beneath them (as training
+    # will run): `load_best_model_at_end` alone is fine, since the kit saves every epoch.
+    from .engine import KIT_DEFAULTS, best_model_needs_eval
+
+    make_training_arguments(best_model_needs_eval({**KIT_DEFAULTS, **out}), "/nonexistent/hftransfer-validation")
     return out
 
 

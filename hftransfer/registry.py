@@ -59,4 +59,4 @@ def get_strategy(name: str, where: str = "strategy.name") -> type:
 
 def _load_builtins() -> None:
     # Importing the modules runs their @register decorators.
-    from . import features, strategies, tasks  # noqa: F401
+    from . import features, multitask, strategies, tasks  # noqa: F401

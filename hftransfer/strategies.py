@@ -128,8 +128,18 @@ class Strategy:
         """TrainerCallbacks the strategy needs (schedules of unfreezing, ...)."""
         return []
 
+    @property
+    def trainer_class(self) -> type:
+        """The Trainer subclass that runs this strategy."""
+        from .engine import TransferTrainer
+
+        return TransferTrainer
+
     def save(self, model, directory: Path) -> None:
         model.save_pretrained(directory)
+
+    def export(self, model, directory: Path, processor: Any, recipe: "Recipe", metrics: dict[str, Any]) -> None:
+        """Write anything beyond the model, processor and card into the finished run (default: nothing)."""
 
     def load_trained(self, run_dir: Path, spec: "ModelSpec"):
         """Load a run directory written by :meth:`save` for inference."""

@@ -34,6 +34,8 @@ class Task:
     """TrainingArguments this task needs (kit defaults < these < strategy defaults < recipe)."""
     input_kind: ClassVar[str] = "texts"
     """What ``predict`` takes, for messages: texts, image files, audio files."""
+    primary_metric: ClassVar[str] = "accuracy"
+    """The metric that sums the task up (a multi-task run's combined score averages them)."""
     processor_auto_class: ClassVar[str] = "AutoTokenizer"
     pipeline_processor_arg: ClassVar[str] = "tokenizer"
     """How plain transformers loads the processor and hands it to ``pipeline()`` (model cards)."""
@@ -57,6 +59,29 @@ class Task:
         from ..data import read_files
 
         return read_files(entry, where, declared_format, check=lambda ds, w, path: self.check_split(ds, w))
+
+    def load_splits(self, spec: Any, seed: int) -> Any:
+        """The recipe's ``data:`` read, checked and split (``data.Splits``)."""
+        from ..data import load_splits
+
+        return load_splits(spec, self, seed)
+
+    def encode_splits(self, splits: Any, processor: Any, augment: bool) -> tuple[Any, dict[str, Any]]:
+        """(training set, {"validation": ..., "test": ...}) as model inputs; evaluation sets are
+        sorted by length."""
+        train = self.preprocess(splits.train, processor, splits.labels, training=augment)
+        evals = {name: length_sorted(self.preprocess(ds, processor, splits.labels))
+                 for name, ds in (("validation", splits.validation), ("test", splits.test))
+                 if ds is not None}
+        return train, evals
+
+    def describe(self) -> dict[str, Any]:
+        """What metrics.json records about the task."""
+        return {"task": self.name}
+
+    def shape_metrics(self, flat: dict[str, Any]) -> dict[str, Any]:
+        """How one split's metrics appear in metrics.json (multi-task runs nest them per task)."""
+        return flat
 
     def check_split(self, ds: "datasets.Dataset", where: str) -> "datasets.Dataset":
         """Check columns and values; return the split, possibly normalised."""
@@ -118,6 +143,11 @@ class Task:
             "id2label": {i: name for i, name in enumerate(labels)},
             "label2id": {name: i for i, name in enumerate(labels)},
         }
+
+
+def length_sorted(ds: Any) -> Any:
+    """Evaluation order does not change metrics; sorting text by length removes most padding."""
+    return ds.sort("length") if "length" in getattr(ds, "column_names", ()) else ds
 
 
 def label_str(value: Any) -> str:

@@ -92,6 +92,7 @@ class TokenClassification(Task):
     auto_class_name = "AutoModelForTokenClassification"
     pipeline_tag = "token-classification"
     peft_task_type = "TOKEN_CLS"
+    primary_metric = "f1"
 
     @dataclass
     class Options:

@@ -1,0 +1,360 @@
+"""Multi-task transfer: recipes with tasks:, the task-mixing sampler, one shared encoder with a
+head per task (or an adapter per task), per-task metrics, predict/evaluate --task, the standalone
+tasks/NAME exports loading in plain transformers / peft, and the bad inputs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import assert_cli_error, run_cli, user_error
+from hftransfer import evaluate, predict, train
+from hftransfer.multitask import TaskBatchSampler
+from hftransfer.recipe import load_recipe
+from test_token import toy_sentences, write_conll
+
+
+@pytest.fixture(scope="module")
+def mt_data(tmp_path_factory, toy_data) -> Path:
+    """Sentiment csv files (the toy data) and NER CoNLL files side by side."""
+    out = tmp_path_factory.mktemp("multitask")
+    for split in ("train", "validation", "test"):
+        (out / f"{split}.csv").write_bytes((toy_data / f"{split}.csv").read_bytes())
+    write_conll(out / "train.txt", toy_sentences(96, 0))
+    write_conll(out / "validation.txt", toy_sentences(24, 1))
+    write_conll(out / "test.txt", toy_sentences(24, 2))
+    return out
+
+
+def mt_recipe(model_dir, data: Path, **strategy) -> dict:
+    return {
+        "name": "tiny-multitask",
+        "model": {"name_or_path": str(model_dir)},
+        "tasks": {
+            "sentiment": {"task": {"type": "text-classification"},
+                          "data": {s: str(data / f"{s}.csv") for s in ("train", "validation", "test")}},
+            "ner": {"task": {"type": "token-classification"},
+                    "data": {s: str(data / f"{s}.txt") for s in ("train", "validation", "test")}},
+        },
+        "strategy": {"name": "multitask", **strategy},
+        "train": {"num_train_epochs": 3, "per_device_train_batch_size": 8, "learning_rate": 1e-3,
+                  "save_strategy": "no", "disable_tqdm": True},
+    }
+
+
+# --------------------------------------------------------------------------- the sampler
+
+
+def _epoch(sampler: TaskBatchSampler, epoch: int = 0) -> list[list[int]]:
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def test_batches_are_single_task_and_proportional_visits_every_example_once():
+    sampler = TaskBatchSampler([50, 20], batch_size=10, probabilities=None, round_robin=False, seed=0)
+    batches = _epoch(sampler)
+    assert len(batches) == len(sampler) == 7
+    assert all(len({i >= 50 for i in b}) == 1 for b in batches)  # one task per batch
+    seen = Counter(i for b in batches for i in b)
+    assert sorted(seen) == list(range(70)) and set(seen.values()) == {1}
+    assert _epoch(sampler, 0) == batches  # deterministic per (seed, epoch)
+    assert _epoch(sampler, 1) != batches  # reshuffled the next epoch
+
+
+def test_temperature_round_robin_and_process_groups():
+    sizes = [900, 100]
+    p = [n ** 0.5 for n in sizes]
+    p = [x / sum(p) for x in p]
+    sampler = TaskBatchSampler(sizes, 10, p, round_robin=False, seed=0)
+    share = np.mean([b[0] >= 900 for b in _epoch(sampler)] + [b[0] >= 900 for b in _epoch(sampler, 1)])
+    assert abs(share - p[1]) < 0.08  # the small task gets ~25% of the steps, not 10%
+
+    rr = TaskBatchSampler([30, 30, 30], 10, None, round_robin=True, seed=0)
+    assert [0 if b[0] < 30 else 1 if b[0] < 60 else 2 for b in _epoch(rr)] == [0, 1, 2] * 3
+
+    # Two processes: batches come in same-task pairs (process 0 takes even, process 1 odd ones).
+    ddp = TaskBatchSampler([40, 24], 4, None, round_robin=False, seed=0, world_size=2)
+    batches = _epoch(ddp)
+    assert len(batches) == len(ddp) == 2 * (5 + 3)
+    assert all((a[0] >= 40) == (b[0] >= 40) for a, b in zip(batches[::2], batches[1::2]))
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model_dir, mt_data, tmp_path_factory):
+    recipe = mt_recipe(tiny_model_dir, mt_data, sampling="temperature", loss_weights={"ner": 1.0, "sentiment": 0.5})
+    recipe["train"].update(eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                           metric_for_best_model="combined")
+    return train(recipe, output_dir=tmp_path_factory.mktemp("mt") / "run")
+
+
+def test_multitask_run_metrics_and_exports(full_run):
+    m = full_run.metrics
+    assert m["strategy"] == "multitask" and m["tasks"] == {"sentiment": "text-classification",
+                                                           "ner": "token-classification"}
+    for split in ("validation", "test"):
+        assert set(m[split]["sentiment"]) >= {"accuracy", "f1", "loss"}
+        assert set(m[split]["ner"]) >= {"f1", "precision", "recall", "f1_PER", "f1_LOC"}
+        assert m[split]["combined"] == pytest.approx(
+            (m[split]["sentiment"]["accuracy"] + m[split]["ner"]["f1"]) / 2)
+    assert m["validation"]["ner"]["f1"] > 0.5  # the NER toy task is learnable in these steps
+    assert m["data"]["ner"] == {"train": 96, "validation": 24, "test": 24}
+    assert m["labels"]["sentiment"] == ["negative", "positive"]
+    run = full_run.run_dir
+    on_disk = json.loads((run / "metrics.json").read_text())
+    assert on_disk["validation"] == m["validation"]
+    for name in ("sentiment", "ner"):
+        files = {p.name for p in (run / "tasks" / name).iterdir()}
+        assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= files
+        card = (run / "tasks" / name / "README.md").read_text()
+        assert "multitask" in card and "trained together with" in card
+    assert "tasks/ner" in (run / "README.md").read_text()
+    # The token model's export has no pooler (its class has none); the sequence model keeps it.
+    from safetensors import safe_open
+
+    with safe_open(str(run / "tasks" / "ner" / "model.safetensors"), "pt") as f:
+        assert not any("pooler" in k for k in f.keys())
+    with safe_open(str(run / "tasks" / "sentiment" / "model.safetensors"), "pt") as f:
+        assert any("pooler" in k for k in f.keys())
+
+
+def test_exports_share_the_trained_encoder_and_reload_to_the_same_metrics(full_run):
+    from safetensors.torch import load_file
+
+    run = full_run.run_dir
+    a = load_file(str(run / "tasks" / "ner" / "model.safetensors"))
+    b = load_file(str(run / "tasks" / "sentiment" / "model.safetensors"))
+    shared = [k for k in a if k.startswith("bert.encoder.") and k in b]
+    assert shared and all(torch.equal(a[k], b[k]) for k in shared)
+    again = evaluate(run, split="validation")
+    for name in ("sentiment", "ner"):
+        assert again[name]["loss"] == pytest.approx(full_run.metrics["validation"][name]["loss"], abs=1e-5)
+    assert evaluate(run, split="validation", task="ner")["f1"] == pytest.approx(
+        full_run.metrics["validation"]["ner"]["f1"])
+
+
+def test_every_task_directory_loads_with_pipeline_without_the_kit(full_run):
+    run = full_run.run_dir
+    sentences = ["john visited paris today", "mary visited new york"]
+    texts = ["a great film", "a dull film"]
+    script = textwrap.dedent(f"""
+        import json, sys
+        from transformers import pipeline
+        ner = pipeline("token-classification", model={str(run / 'tasks' / 'ner')!r}, aggregation_strategy="first")
+        cls = pipeline("text-classification", model={str(run / 'tasks' / 'sentiment')!r})
+        out = {{"ner": [[(e["entity_group"], e["start"], e["end"]) for e in ents] for ents in ner({sentences!r})],
+               "cls": [r["label"] for r in cls({texts!r})],
+               "kit": [m for m in sys.modules if m.startswith("hftransfer")]}}
+        print(json.dumps(out))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    plain = json.loads(done.stdout.strip().splitlines()[-1])
+    assert plain["kit"] == []
+    kit_ner = predict(run, sentences, task="ner")
+    assert plain["ner"] == [[[e["entity_group"], e["start"], e["end"]] for e in ents] for ents in kit_ner]
+    assert plain["cls"] == [r["label"] for r in predict(run, texts, task="sentiment")]
+
+
+def test_predict_and_evaluate_need_a_task_name(full_run, capsys):
+    rc, out, err = run_cli(capsys, "predict", full_run.run_dir, "john visited paris")
+    assert_cli_error(rc, err, "multi-task run", "--task", "sentiment", "ner")
+    rc, out, err = run_cli(capsys, "predict", full_run.run_dir, "--task", "pos", "john visited paris")
+    assert_cli_error(rc, err, "'pos' is not a task", "sentiment, ner")
+    rc, out, err = run_cli(capsys, "predict", full_run.run_dir, "--task", "ner", "john visited paris")
+    assert rc == 0 and "PER 'john'" in out
+    rc, out, err = run_cli(capsys, "evaluate", full_run.run_dir, "--data", "x.csv")
+    assert rc == 2
+    rc, out, err = run_cli(capsys, "push", full_run.run_dir, "--repo-id", "me/x", "--dry-run", "d")
+    assert_cli_error(rc, err, "multi-task run", "--task", "sentiment, ner")
+
+
+def test_push_one_task_stages_its_model(full_run, capsys, tmp_path):
+    out = tmp_path / "staged"
+    rc, stdout, err = run_cli(capsys, "push", full_run.run_dir, "--repo-id", "me/ner", "--task", "ner",
+                              "--dry-run", out)
+    assert rc == 0, err
+    assert {"config.json", "model.safetensors", "README.md", "recipe.yaml", "metrics.json",
+            "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert "token-classification" in (out / "README.md").read_text()
+
+
+def test_freeze_encoder_and_l2sp(tiny_model_dir, mt_data, tmp_path):
+    from safetensors.torch import load_file
+
+    recipe = mt_recipe(tiny_model_dir, mt_data, freeze_encoder=True)
+    recipe["train"]["num_train_epochs"] = 1
+    result = train(recipe, output_dir=tmp_path / "frozen")
+    source = load_file(str(tiny_model_dir / "model.safetensors"))
+    saved = load_file(str(result.run_dir / "tasks" / "ner" / "model.safetensors"))
+    layer = "encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(saved[f"bert.{layer}"], source[layer])
+    assert result.metrics["transfer"]["distance_from_source"] == 0.0
+    assert result.metrics["params"]["tasks"]["ner"]["trainable"] == 32 * 5 + 5  # the head only
+
+    recipe = mt_recipe(tiny_model_dir, mt_data, regularization={"type": "l2sp", "weight": 0.1})
+    recipe["train"]["num_train_epochs"] = 1
+    moved = train(recipe, output_dir=tmp_path / "l2sp").metrics["transfer"]["distance_from_source"]
+    free = mt_recipe(tiny_model_dir, mt_data)
+    free["train"]["num_train_epochs"] = 1
+    assert 0 < moved < train(free, output_dir=tmp_path / "free").metrics["transfer"]["distance_from_source"]
+
+
+def test_loss_weights_scale_each_tasks_training_loss(tiny_model_dir, mt_data):
+    from hftransfer.multitask import MultiTask, task_for
+
+    recipe = load_recipe(mt_recipe(tiny_model_dir, mt_data, loss_weights={"ner": 3}))
+    strategy = MultiTask(recipe.strategy_options, task_for(recipe))
+    model = strategy.build_model(recipe.model, {"sentiment": ["negative", "positive"],
+                                                "ner": ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]})
+    batch = {"input_ids": torch.tensor([[101, 2198, 102]]), "attention_mask": torch.ones(1, 3, dtype=torch.long),
+             "labels": torch.tensor([[-100, 3, -100]]), "task_index": torch.tensor([1])}
+    model.eval()
+    plain = model(**batch).loss
+    model.train()
+    torch.manual_seed(0)
+    for module in model.modules():  # no dropout: the same forward pass in both modes
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    assert model(**batch).loss.item() == pytest.approx(3 * plain.item(), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+@pytest.fixture(scope="module")
+def adapter_run(tiny_model_dir, mt_data, tmp_path_factory):
+    recipe = mt_recipe(tiny_model_dir, mt_data, adapters="lora", peft={"r": 4}, sampling="round_robin")
+    recipe["train"]["learning_rate"] = 5e-3
+    return train(recipe, output_dir=tmp_path_factory.mktemp("mt-lora") / "run")
+
+
+def test_adapter_per_task_trains_a_small_share_and_saves_side_by_side(adapter_run):
+    m = adapter_run.metrics
+    for name in ("sentiment", "ner"):
+        share = m["params"]["tasks"][name]
+        assert share["percent"] <= 1.0 and share["trainable"] > 0
+        files = {p.name for p in (adapter_run.run_dir / "tasks" / name).iterdir()}
+        assert {"adapter_config.json", "adapter_model.safetensors", "config.json", "README.md"} <= files
+        assert "model.safetensors" not in files
+    # Each adapter holds its own weights, under PEFT's plain (unnamed) keys.
+    from safetensors.torch import load_file
+
+    a = load_file(str(adapter_run.run_dir / "tasks" / "ner" / "adapter_model.safetensors"))
+    b = load_file(str(adapter_run.run_dir / "tasks" / "sentiment" / "adapter_model.safetensors"))
+    key = next(k for k in a if "lora_B" in k)
+    assert key in b and not torch.equal(a[key], b[key])
+    assert not any("task_" in k for k in list(a) + list(b))
+
+
+def test_predict_switches_adapters_on_one_base(adapter_run):
+    from hftransfer.engine import load_run, run_task
+
+    run = load_run(adapter_run.run_dir)
+    encoder = run.model.encoder
+    query = encoder.encoder.layer[0].attention.self.query
+    _, ner_model, _ = run_task(run, "ner")
+    assert query.active_adapters == [run.model.adapters["ner"]]
+    _, sent_model, _ = run_task(run, "sentiment")
+    assert query.active_adapters == [run.model.adapters["sentiment"]]
+    assert ner_model.get_base_model().bert is sent_model.get_base_model().bert is encoder  # one base
+    again = evaluate(adapter_run.run_dir, split="validation")
+    for name in ("sentiment", "ner"):
+        assert again[name]["loss"] == pytest.approx(adapter_run.metrics["validation"][name]["loss"], abs=1e-5)
+
+
+def test_adapter_directories_load_with_peft_without_the_kit(adapter_run):
+    run = adapter_run.run_dir
+    script = textwrap.dedent(f"""
+        import json, sys
+        from peft import PeftModel
+        from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, pipeline
+        path = {str(run / 'tasks' / 'ner')!r}
+        config = AutoConfig.from_pretrained(path)
+        base_path = json.load(open(path + "/adapter_config.json"))["base_model_name_or_path"]
+        model = PeftModel.from_pretrained(AutoModelForTokenClassification.from_pretrained(base_path, config=config), path)
+        tagger = pipeline("token-classification", model=model.merge_and_unload(),
+                          tokenizer=AutoTokenizer.from_pretrained(path), aggregation_strategy="first")
+        ents = tagger(["john visited paris today"])[0]
+        print(json.dumps({{"ents": [(e["entity_group"], e["start"], e["end"]) for e in ents],
+                          "kit": [m for m in sys.modules if m.startswith("hftransfer")]}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    plain = json.loads(done.stdout.strip().splitlines()[-1])
+    assert plain["kit"] == []
+    kit = predict(run, ["john visited paris today"], task="ner")[0]
+    assert plain["ents"] == [[e["entity_group"], e["start"], e["end"]] for e in kit]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_task_names_that_clash(tiny_model_dir, mt_data, tmp_path, capsys):
+    recipe = mt_recipe(tiny_model_dir, mt_data)
+    text = json.dumps(recipe)  # JSON is YAML: write the tasks mapping with a repeated key
+    text = text.replace('"ner": {"task"', '"sentiment": {"task"')
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    rc, _, err = run_cli(capsys, "validate", path)
+    assert_cli_error(rc, err, "duplicate key 'sentiment'", "line")
+
+    recipe["tasks"]["NER"] = recipe["tasks"]["ner"]
+    user_error("'ner' and 'NER' clash", call=load_recipe, source=recipe)
+    bad = mt_recipe(tiny_model_dir, mt_data)
+    bad["tasks"]["ner/x"] = bad["tasks"].pop("ner")
+    user_error("task name 'ner/x'", call=load_recipe, source=bad)
+    bad["tasks"]["combined"] = bad["tasks"].pop("ner/x")
+    user_error("reserved", call=load_recipe, source=bad)
+
+
+@pytest.mark.parametrize("change, needles", [
+    (lambda r: r["tasks"]["ner"].pop("data"), ["tasks.ner has no data"]),
+    (lambda r: r["tasks"]["ner"].update(data={}), ["tasks.ner.data.train is missing"]),
+    (lambda r: r["tasks"].pop("ner"), ["two or more"]),
+    (lambda r: r.update(task={"type": "text-classification"}), ["remove the top-level 'task'"]),
+    (lambda r: r["strategy"].update(name="full"), ["strategy.name: multitask"]),
+    (lambda r: r["strategy"].update(sampling="weighted", sampling_weights={"ner": -1, "sentiment": 1}),
+     ["sampling_weights.ner must not be negative"]),
+    (lambda r: r["strategy"].update(sampling="weighted", sampling_weights={"ner": 0, "sentiment": 0}),
+     ["all zero"]),
+    (lambda r: r["strategy"].update(sampling="weighted", sampling_weights={"ner": 0, "sentiment": 2}),
+     ["give ner no weight"]),
+    (lambda r: r["strategy"].update(loss_weights={"ner": 0, "sentiment": 0}), ["loss_weights are all zero"]),
+    (lambda r: r["strategy"].update(loss_weights={"pos": 1}), ["'pos', which is not a task", "sentiment, ner"]),
+    (lambda r: r["strategy"].update(sampling="uniform"), ["strategy.sampling 'uniform'", "round_robin"]),
+    (lambda r: r["strategy"].update(sampling_weights={"ner": 1}), ["sampling: weighted"]),
+    (lambda r: r["strategy"].update(adapters="prefix_tuning"), ["does not adapt the encoder's layers"]),
+    (lambda r: r["strategy"].update(adapters="lora", freeze_encoder=True), ["frozen already"]),
+    (lambda r: r["tasks"]["ner"].update(task={"type": "image-classification"}), ["same kind of input"]),
+    (lambda r: r["tasks"]["ner"]["task"].update(colour=1), ["unknown key 'tasks.ner.task.colour'"]),
+])
+def test_bad_multitask_recipes(tiny_model_dir, mt_data, change, needles):
+    recipe = mt_recipe(tiny_model_dir, mt_data)
+    change(recipe)
+    user_error(*needles, call=load_recipe, source=recipe)
+
+
+def test_bad_task_data_names_the_task(tiny_model_dir, mt_data, tmp_path, capsys, work):
+    recipe = mt_recipe(tiny_model_dir, mt_data)
+    recipe["tasks"]["ner"]["data"]["train"] = str(tmp_path / "missing.txt")
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps(recipe))
+    rc, _, err = run_cli(capsys, "train", path)
+    assert_cli_error(rc, err, "tasks.ner.data.train")
+    assert not (work / "runs").exists()
+
+
+def test_multitask_recipe_round_trips(tiny_model_dir, mt_data):
+    recipe = load_recipe(mt_recipe(tiny_model_dir, mt_data, loss_weights={"ner": 2}))
+    again = load_recipe(recipe.to_dict())
+    assert list(again.members) == ["sentiment", "ner"]
+    assert "task" not in recipe.to_dict() and "data" not in recipe.to_dict()
+    assert again.to_dict() == recipe.to_dict()
