@@ -94,6 +94,12 @@ class MultiTaskDataset(torch.utils.data.Dataset):
     def sizes(self) -> list[int]:
         return [len(self.parts[n]) for n in self.names]
 
+    def lengths(self) -> list[list[int]] | None:
+        """Every task's example lengths (text tasks record them), or None."""
+        if not all("length" in getattr(self.parts[n], "column_names", ()) for n in self.names):
+            return None
+        return [list(self.parts[n]["length"]) for n in self.names]
+
     def only(self, name: str) -> "MultiTaskDataset":
         """The examples of one task."""
         return MultiTaskDataset({name: self.parts[name]}, self.all_names)
@@ -125,14 +131,20 @@ class TaskBatchSampler:
     shuffled order), ``temperature`` (task t with probability ∝ n_t^(1/T), so small tasks are
     seen more often), ``weighted`` (∝ the given weights) or ``round_robin`` (in turn). A task's
     examples come in reshuffled passes, so a task drawn more often than its size allows repeats.
+    With ``lengths``, every pass groups examples of similar length into batches (shuffled groups of
+    50 batches sorted by length, as the Trainer's ``group_by_length``), which pads far less.
 
     Under several processes every step yields ``world_size`` batches of the same task in a row,
     one per process (Accelerate deals batch i to process i mod world_size), so all processes
     train the same head in a step.
     """
 
+    MEGABATCH = 50  # batches whose examples are sorted by length together (as the Trainer does)
+
     def __init__(self, sizes: list[int], batch_size: int, probabilities: list[float] | None,
-                 round_robin: bool, seed: int, world_size: int = 1):
+                 round_robin: bool, seed: int, world_size: int = 1,
+                 lengths: list[list[int]] | None = None):
+        self.lengths = lengths
         self.sizes = sizes
         self.batch_size = batch_size
         self.probabilities = probabilities
@@ -175,9 +187,24 @@ class TaskBatchSampler:
         buffer: list[int] = []
         while True:
             while len(buffer) < batch:
-                buffer.extend((start + rng.permutation(size)).tolist())
+                buffer.extend((start + self._pass(task, rng)).tolist())
             yield buffer[:batch]
             del buffer[:batch]
+
+    def _pass(self, task: int, rng: np.random.Generator) -> np.ndarray:
+        """One shuffled pass over a task's examples (local indices)."""
+        order = rng.permutation(self.sizes[task])
+        if self.lengths is None:
+            return order
+        lengths = np.asarray(self.lengths[task])
+        span = self.batch_size * self.MEGABATCH
+        out = []
+        for i in range(0, len(order), span):
+            group = order[i:i + span]
+            group = group[np.argsort(-lengths[group], kind="stable")]
+            batches = [group[j:j + self.batch_size] for j in range(0, len(group), self.batch_size)]
+            out.extend(batches[k] for k in rng.permutation(len(batches)))
+        return np.concatenate(out)
 
 
 # --------------------------------------------------------------------------- the task set
@@ -348,8 +375,10 @@ class MultiTaskTrainer(TransferTrainer):
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
 
+        grouped = str(getattr(self.args.train_sampling_strategy, "value", self.args.train_sampling_strategy)) \
+            == "group_by_length"
         sampler = self.strategy.batch_sampler(self.train_dataset, self._train_batch_size,
-                                              self.args.seed, self.args.world_size)
+                                              self.args.seed, self.args.world_size, grouped)
         loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers,
                             pin_memory=self.args.dataloader_pin_memory)
@@ -502,15 +531,17 @@ class MultiTask(FullFineTune):
         total = sum(raw)
         return [r / total for r in raw]
 
-    def batch_sampler(self, dataset: MultiTaskDataset, batch_size: int, seed: int, world_size: int):
+    def batch_sampler(self, dataset: MultiTaskDataset, batch_size: int, seed: int, world_size: int,
+                      grouped: bool = True):
         sizes = dataset.sizes()
         probabilities = self.probabilities(sizes)
         if probabilities is not None and not hasattr(self, "_logged"):
             self._logged = True
             logger.info("multitask sampling: %s", ", ".join(
                 f"{n} {p:.2f}" for n, p in zip(self.task.names, probabilities)))
+        lengths = dataset.lengths() if grouped else None
         return TaskBatchSampler(sizes, batch_size, probabilities, self.options.sampling == "round_robin",
-                                seed, world_size)
+                                seed, world_size, lengths)
 
     @property
     def trainer_class(self) -> type:

@@ -358,3 +358,18 @@ def test_multitask_recipe_round_trips(tiny_model_dir, mt_data):
     assert list(again.members) == ["sentiment", "ner"]
     assert "task" not in recipe.to_dict() and "data" not in recipe.to_dict()
     assert again.to_dict() == recipe.to_dict()
+
+
+def test_length_grouping_keeps_every_example_and_pads_less():
+    rng = np.random.default_rng(0)
+    lengths = [rng.integers(1, 100, 400).tolist(), rng.integers(1, 60, 200).tolist()]
+    flat = lengths[0] + lengths[1]
+    grouped = _epoch(TaskBatchSampler([400, 200], 8, None, False, seed=0, lengths=lengths))
+    plain = _epoch(TaskBatchSampler([400, 200], 8, None, False, seed=0))
+    assert sorted(i for b in grouped for i in b) == list(range(600))
+    assert all(len({i >= 400 for i in b}) == 1 for b in grouped)
+
+    def padding(batches):
+        return sum(max(flat[i] for i in b) * len(b) - sum(flat[i] for i in b) for b in batches)
+
+    assert padding(grouped) < 0.2 * padding(plain)
