@@ -373,3 +373,28 @@ def test_length_grouping_keeps_every_example_and_pads_less():
         return sum(max(flat[i] for i in b) * len(b) - sum(flat[i] for i in b) for b in batches)
 
     assert padding(grouped) < 0.2 * padding(plain)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapters", [None, "lora"])
+def test_two_cpu_processes_train_one_task_per_step_and_score_every_example(
+        adapters, tiny_model_dir, mt_data, tmp_path):
+    from test_scale import env, launch_two_cpu_processes, write_recipe
+
+    strategy = {"adapters": adapters} if adapters else {}
+    recipe = mt_recipe(tiny_model_dir, mt_data, **strategy)
+    recipe["train"].update(per_device_eval_batch_size=5, num_train_epochs=2,
+                           save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="combined")
+    run_dir = tmp_path / "run"
+    done = launch_two_cpu_processes(write_recipe(tmp_path / "recipe.yaml", recipe), run_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["world_size"] == 2
+    # 64 sentiment + 96 NER rows, global batches of 2 x 8: 4 + 6 steps an epoch.
+    assert metrics["train"]["steps"] == 2 * (4 + 6)
+    alone = subprocess.run([sys.executable, "-m", "hftransfer", "evaluate", str(run_dir), "--split", "test"],
+                           capture_output=True, text=True, env=env(), timeout=600)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    single = json.loads(alone.stdout)
+    assert metrics["test"]["sentiment"]["accuracy"] == pytest.approx(single["sentiment"]["accuracy"], abs=1e-9)
+    assert metrics["test"]["ner"]["f1"] == pytest.approx(single["ner"]["f1"], abs=1e-9)
