@@ -91,7 +91,12 @@ def merged_adapter_run(run: Path) -> str:
     out = cache_root() / "merged" / digest
     if (out / "config.json").exists():
         return str(out)
-    if not (run / "recipe.yaml").exists() or not (run / "config.json").exists():
+    # A task of a multi-task adapter run (RUN/tasks/NAME) has its recipe two levels up.
+    multitask_root = run.parent.parent if run.parent.name == "tasks" else None
+    if multitask_root is not None and not (multitask_root / "multitask.json").exists():
+        multitask_root = None
+    recipe_file = (multitask_root or run) / "recipe.yaml"
+    if not recipe_file.exists() or not (run / "config.json").exists():
         raise HFTransferError(
             f"model.name_or_path {str(run)!r} is an adapter without its base; give a run directory "
             "of hftransfer (it records the base) or merge the adapter first"
@@ -102,13 +107,14 @@ def merged_adapter_run(run: Path) -> str:
 
     from .registry import get_task
 
-    recipe = load_recipe(run / "recipe.yaml")
+    recipe = load_recipe(recipe_file)
     base_spec = recipe.model
     config = load_config(str(run), ModelSpec(name_or_path=str(run)))
     import transformers
 
     # The model class the adapter was trained on (its task's head).
-    auto = getattr(transformers, get_task(recipe.task_type).auto_class_name)
+    task_type = recipe.members[run.name].task_type if multitask_root else recipe.task_type
+    auto = getattr(transformers, get_task(task_type).auto_class_name)
     if base_spec.config is not None:
         raise HFTransferError(f"{str(run)!r}: an adapter on a random-init model cannot be a source")
     base = load_pretrained(auto, source_location(base_spec), base_spec, config=config)
@@ -181,6 +187,11 @@ def check_local_model(path: Path, spec: ModelSpec) -> None:
     if not path.is_dir():
         raise HFTransferError(f"{where} is a file; give the directory that holds config.json and the weights")
     has_config = (path / "config.json").exists() or (path / "adapter_config.json").exists()
+    if not has_config and (path / "multitask.json").exists():
+        tasks = sorted(p.name for p in (path / "tasks").iterdir()) if (path / "tasks").is_dir() else []
+        raise HFTransferError(
+            f"{where} is a multi-task run: every task is a model of its own; give one of "
+            f"{', '.join(str(path / 'tasks' / t) for t in tasks) or 'its tasks/NAME directories'}")
     if not has_config:
         raise HFTransferError(f"{where} holds no config.json: it is not a model directory")
     safe = any((path / f).exists() for f in SAFE_WEIGHTS) or any(path.glob("model-*.safetensors"))

@@ -398,3 +398,25 @@ def test_two_cpu_processes_train_one_task_per_step_and_score_every_example(
     single = json.loads(alone.stdout)
     assert metrics["test"]["sentiment"]["accuracy"] == pytest.approx(single["sentiment"]["accuracy"], abs=1e-9)
     assert metrics["test"]["ner"]["f1"] == pytest.approx(single["ner"]["f1"], abs=1e-9)
+
+
+def test_a_task_of_a_multitask_run_is_a_source_model(adapter_run, full_run, tiny_model_dir, mt_data,
+                                                     tmp_path, monkeypatch):
+    from hftransfer.models import ModelSpec, source_location
+
+    monkeypatch.setenv("HFTRANSFER_CACHE", str(tmp_path / "cache"))
+    user_error("is a multi-task run", "tasks/ner", call=source_location,
+               spec=ModelSpec(name_or_path=str(full_run.run_dir)))
+    # An adapter task is merged into the base recorded by its run's recipe.
+    merged = Path(source_location(ModelSpec(name_or_path=str(adapter_run.run_dir / "tasks" / "ner"))))
+    from safetensors.torch import load_file
+
+    base, moved = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(merged / "model.safetensors"))
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(base[key], moved[f"bert.{key}"])  # the NER adapter's update is in it
+    recipe = mt_recipe(tiny_model_dir, mt_data)["tasks"]["ner"]
+    result = train({"name": "next", "model": {"name_or_path": str(adapter_run.run_dir / "tasks" / "ner")},
+                    **recipe, "strategy": {"name": "full"},
+                    "train": {"num_train_epochs": 1, "save_strategy": "no", "disable_tqdm": True}},
+                   output_dir=tmp_path / "next")
+    assert result.metrics["task"] == "token-classification" and "f1" in result.metrics["validation"]
