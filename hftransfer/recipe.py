@@ -422,7 +422,7 @@ def load_recipe(
 
 def validate(recipe: Recipe) -> Recipe:
     """Check everything that can be checked without loading a model or data."""
-    from .registry import get_strategy, get_task
+    from .registry import get_strategy
 
     recipe.strategy.setdefault("name", "full")
     if not isinstance(recipe.strategy["name"], str):

@@ -18,6 +18,7 @@ from helpers import assert_cli_error, run_cli, user_error
 from hftransfer import evaluate, predict, train
 from hftransfer.multitask import TaskBatchSampler
 from hftransfer.recipe import load_recipe
+from test_image import image_data, stripes_data, tiny_vit_dir  # noqa: F401  (fixtures)
 from test_token import toy_sentences, write_conll
 
 
@@ -420,3 +421,34 @@ def test_a_task_of_a_multitask_run_is_a_source_model(adapter_run, full_run, tiny
                     "train": {"num_train_epochs": 1, "save_strategy": "no", "disable_tqdm": True}},
                    output_dir=tmp_path / "next")
     assert result.metrics["task"] == "token-classification" and "f1" in result.metrics["validation"]
+
+
+@pytest.mark.parametrize("adapters", [None, "lora"])
+def test_two_image_tasks_share_a_vit(adapters, tiny_vit_dir, image_data, stripes_data, tmp_path):
+    """Not only text: two image tasks (PEFT has no task type for them: the heads are saved
+    beside each adapter) on one ViT, each exported as a model that pipeline() loads."""
+    strategy = {"name": "multitask", **({"adapters": adapters} if adapters else {})}
+    recipe = {
+        "name": "two-image-tasks", "model": {"name_or_path": str(tiny_vit_dir)},
+        "tasks": {"colour": {"task": {"type": "image-classification"},
+                             "data": {"train": str(image_data / "train"), "validation": str(image_data / "validation")}},
+                  "stripes": {"task": {"type": "image-classification"},
+                              "data": {"train": str(stripes_data / "train"),
+                                       "validation": str(stripes_data / "validation")}}},
+        "strategy": strategy,
+        "train": {"num_train_epochs": 2, "per_device_train_batch_size": 4, "learning_rate": 3e-3,
+                  "save_strategy": "no", "disable_tqdm": True},
+    }
+    result = train(recipe, output_dir=tmp_path / "run")
+    assert set(result.metrics["validation"]) == {"colour", "stripes", "loss", "combined"}
+    files = {p.name for p in (result.run_dir / "tasks" / "stripes").iterdir()}
+    assert ("adapter_model.safetensors" if adapters else "model.safetensors") in files
+    again = evaluate(result.run_dir, split="validation")
+    for name in ("colour", "stripes"):
+        assert again[name]["accuracy"] == pytest.approx(result.metrics["validation"][name]["accuracy"])
+    if not adapters:
+        from transformers import pipeline
+
+        image = next((stripes_data / "validation" / "vertical").iterdir())
+        plain = pipeline("image-classification", model=str(result.run_dir / "tasks" / "stripes"))(str(image))
+        assert plain[0]["label"] == predict(result.run_dir, [str(image)], task="stripes")[0]["label"]
