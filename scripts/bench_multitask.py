@@ -104,7 +104,10 @@ def main() -> None:
         f"batch {batch}, {epochs} epochs, proportional sampling ({multi['train']['steps']:,} steps in all), "
         "best epoch by the combined validation score. Each single-task run: the same settings with "
         f"strategy `{strategy['name']}` and the best epoch by its own metric. The difference is multi-task minus "
-        f"single-task on validation. Wall time, whole process: {walls}.")
+        f"single-task on validation. Wall time, whole process: {walls}." + (
+            " With adapters the tasks share no trained weight (the encoder is frozen): one base serves "
+            "both adapters, and the differences come from the schedule and the epoch chosen on the "
+            "combined score." if o.adapters else ""))
     command = f"python scripts/bench_multitask.py --recipe {args.recipe}" + (
         f" --set {' '.join(args.set)} --out {args.out} --section {args.section!r}" if args.set else "")
     update_section(args.section, command, body)
