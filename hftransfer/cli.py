@@ -48,7 +48,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .engine import load_run, run_task
+    from .engine import load_run, run_task, task_model_dir
 
     inputs = list(args.texts)
     if args.file:
@@ -60,6 +60,7 @@ def _predict(args: argparse.Namespace) -> int:
     if not inputs:
         raise HFTransferError("predict: give inputs (texts, or image/audio file paths) as arguments "
                               "or --file PATH (one per line, - for stdin)")
+    task_model_dir(Path(args.run_dir), args.task)  # a wrong --task fails before any model loads
     run = load_run(args.run_dir)
     task, model, _ = run_task(run, args.task)
     if getattr(task.options, "text_pair_column", None):

@@ -356,6 +356,30 @@ def require_finished_run(path: Path) -> None:
         )
 
 
+def task_model_dir(run_dir: Path, task: str | None) -> Path:
+    """Where a finished run's model is: the run itself, or ``tasks/TASK`` of a multi-task run
+    (whose tasks are read from its manifest, without loading any model)."""
+    from .multitask import MANIFEST
+
+    require_finished_run(run_dir)
+    manifest = run_dir / MANIFEST
+    if not manifest.is_file():
+        if task is not None:
+            raise HFTransferError(f"--task: {str(run_dir)!r} is a single-task run; leave --task out")
+        return run_dir
+    try:
+        names = list(json.loads(manifest.read_text(encoding="utf-8"))["tasks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HFTransferError(f"{str(manifest)!r} is damaged; retrain the run or restore the file") from None
+    if task is None:
+        raise HFTransferError(
+            f"{str(run_dir)!r} is a multi-task run: every task is its own model; pass --task with one "
+            f"of {', '.join(names)}")
+    if task not in names:
+        raise HFTransferError(f"--task {task!r} is not a task of this run; its tasks are {', '.join(names)}")
+    return run_dir / "tasks" / task
+
+
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a run directory (its recipe, model and tokenizer) for ``predict``/``evaluate``."""
     from .models import ModelSpec, load_config

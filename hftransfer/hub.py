@@ -82,29 +82,6 @@ def check_repo_id(repo_id: str) -> None:
         raise HFTransferError(f"--repo-id {repo_id!r} is not a valid Hub repo id: {problem}")
 
 
-def model_dir_of(run_dir: Path, task: str | None) -> Path:
-    """The directory holding the model a push uploads: the run itself, or ``tasks/TASK`` of a
-    multi-task run."""
-    from .engine import require_finished_run
-    from .multitask import MANIFEST
-
-    require_finished_run(run_dir)
-    manifest = run_dir / MANIFEST
-    if not manifest.is_file():
-        if task is not None:
-            raise HFTransferError(f"--task: {str(run_dir)!r} is a single-task run; leave --task out")
-        return run_dir
-    try:
-        names = list(json.loads(manifest.read_text(encoding="utf-8"))["tasks"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise HFTransferError(f"{str(manifest)!r} is damaged; retrain the run or restore the file") from None
-    if task is None or task not in names:
-        raise HFTransferError(
-            f"{str(run_dir)!r} is a multi-task run: every task is its own model; pass --task with one "
-            f"of {', '.join(names)}" + (f" ({task!r} is not one)" if task is not None else ""))
-    return run_dir / "tasks" / task
-
-
 def check_run(run_dir: Path) -> bool:
     """Raise unless ``run_dir`` holds a complete model; return whether it is an adapter."""
     where = str(run_dir)
@@ -261,7 +238,9 @@ def push_run(
     """
     check_repo_id(repo_id)
     run_dir = Path(run_dir)
-    model_dir = model_dir_of(run_dir, task)
+    from .engine import task_model_dir
+
+    model_dir = task_model_dir(run_dir, task)
     adapter = check_run(model_dir)
     if merge_adapter and model_dir != run_dir:
         raise HFTransferError(

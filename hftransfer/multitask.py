@@ -504,19 +504,20 @@ class MultiTask(FullFineTune):
                     "model; drop adapters or load a pretrained model")
             for name, entry in recipe.members.items():
                 cls.adapter_config(o, get_task(entry.task_type).peft_task_type)
+        # The tasks must read one kind of input (the TaskSet refuses a mix).
         TaskSet({n: get_task(e.task_type)(e.task_options) for n, e in recipe.members.items()}, {})
 
     @staticmethod
     def adapter_config(options, peft_task_type):
-        from peft import PeftConfig
+        """The PEFT config of one task's adapter (``adapters`` is the method, ``peft`` its fields)."""
+        from types import SimpleNamespace
 
         config = PeftAdapter.peft_config(
-            type("Opts", (), {"peft": {**options.peft, "method": options.adapters}})(), peft_task_type)
+            SimpleNamespace(peft={**options.peft, "method": options.adapters}), peft_task_type)
         if getattr(config, "is_prompt_learning", False) or not hasattr(config, "target_modules"):
             raise HFTransferError(
                 f"strategy.adapters: {options.adapters!r} does not adapt the encoder's layers; use a "
                 "layer adapter such as lora, ia3 or loha")
-        assert isinstance(config, PeftConfig)
         return config
 
     # --- sampling ---------------------------------------------------------------------------
@@ -535,8 +536,7 @@ class MultiTask(FullFineTune):
                       grouped: bool = True):
         sizes = dataset.sizes()
         probabilities = self.probabilities(sizes)
-        if probabilities is not None and not hasattr(self, "_logged"):
-            self._logged = True
+        if probabilities is not None:
             logger.info("multitask sampling: %s", ", ".join(
                 f"{n} {p:.2f}" for n, p in zip(self.task.names, probabilities)))
         lengths = dataset.lengths() if grouped else None
@@ -549,11 +549,9 @@ class MultiTask(FullFineTune):
 
     # --- model ------------------------------------------------------------------------------
     def build_model(self, spec, labels: dict[str, list[str]]):
-        models, new = {}, set()
-        for name, task in self.task.members.items():
-            single = Strategy(None, task)
-            models[name] = single.build_model(spec, labels[name])
-            new |= {f"heads.{name}.{p}" for p in single.new_params}
+        # Each task's own model from the source (its head sized and initialised for its labels).
+        models = {name: Strategy(None, task).build_model(spec, labels[name])
+                  for name, task in self.task.members.items()}
         encoder, attr = share_encoder(models)
         adapters = None
         if self.options.adapters is not None:
