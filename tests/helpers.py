@@ -1,7 +1,12 @@
-"""Assertions shared by the bad-input tests: one-line errors, exit code 2, nothing written."""
+"""Helpers shared by the tests: tiny recipes, one-line error assertions (exit code 2, nothing
+written), and runs of plain transformers in a process that never imports the kit."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +72,20 @@ def tree(root: Path) -> dict[str, bytes | None]:
     """Every path under root with its bytes: equal trees mean nothing was written or removed."""
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
             for p in sorted(root.rglob("*"))}
+
+
+def run_without_the_kit(script: str, cwd: Path) -> Any:
+    """Run ``script`` in a fresh, offline Python with no inherited environment; it must not
+    import hftransfer. Returns the JSON it prints last."""
+    check = "\nimport sys as _sys\nassert not [m for m in _sys.modules if m.startswith('hftransfer')]\n"
+    done = subprocess.run([sys.executable, "-c", script + check], capture_output=True, text=True,
+                          cwd=cwd, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def assert_same_predictions(plain: list[dict], kit: list[dict], where: str = "") -> None:
+    """Labels equal and probabilities within 1e-4: plain transformers vs ``hftransfer predict``."""
+    assert [r["label"] for r in plain] == [r["label"] for r in kit], where
+    for a, b in zip(plain, kit):
+        assert abs(a["score"] - b["score"]) < 1e-4, where

@@ -3,8 +3,6 @@ with plain transformers/peft, image folders / tables / image data, and bad input
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import yaml
 
 import hftransfer
 from hftransfer.cli import main
-from helpers import assert_cli_error, run_cli, tree, user_error
+from helpers import assert_cli_error, assert_same_predictions, run_cli, run_without_the_kit, tree, user_error
 
 COLOURS = {"red": 0, "green": 1, "blue": 2}
 TINY_VIT = {"image_size": 16, "patch_size": 4, "hidden_size": 32, "num_hidden_layers": 2,
@@ -177,17 +175,11 @@ def test_runs_load_in_plain_transformers_with_the_kit_predictions(runs, image_da
             else:
                 pipe = pipeline("image-classification", model=run)
             out[name] = [r[0] for r in pipe({images!r})]
-        assert "hftransfer" not in sys.modules
         print(json.dumps(out))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    plain = json.loads(done.stdout.strip().splitlines()[-1])
+    plain = run_without_the_kit(script, tmp_path)
     for name in runs:
-        assert [r["label"] for r in plain[name]] == [r["label"] for r in kit[name]], name
-        for a, b in zip(plain[name], kit[name]):
-            assert abs(a["score"] - b["score"]) < 1e-4, name
+        assert_same_predictions(plain[name], kit[name], name)
 
 
 @pytest.mark.parametrize("name", ["full", "feature-extraction"])

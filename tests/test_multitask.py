@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_cli_error, run_cli, user_error
+from helpers import assert_cli_error, run_cli, run_without_the_kit, user_error
 from hftransfer import evaluate, predict, train
 from hftransfer.multitask import TaskBatchSampler
 from hftransfer.recipe import load_recipe
@@ -153,13 +153,10 @@ def test_every_task_directory_loads_with_pipeline_without_the_kit(full_run):
         ner = pipeline("token-classification", model={str(run / 'tasks' / 'ner')!r}, aggregation_strategy="first")
         cls = pipeline("text-classification", model={str(run / 'tasks' / 'sentiment')!r})
         out = {{"ner": [[(e["entity_group"], e["start"], e["end"]) for e in ents] for ents in ner({sentences!r})],
-               "cls": [r["label"] for r in cls({texts!r})],
-               "kit": [m for m in sys.modules if m.startswith("hftransfer")]}}
+               "cls": [r["label"] for r in cls({texts!r})]}}
         print(json.dumps(out))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    plain = json.loads(done.stdout.strip().splitlines()[-1])
-    assert plain["kit"] == []
+    plain = run_without_the_kit(script, run)
     kit_ner = predict(run, sentences, task="ner")
     assert plain["ner"] == [[[e["entity_group"], e["start"], e["end"]] for e in ents] for ents in kit_ner]
     assert plain["cls"] == [r["label"] for r in predict(run, texts, task="sentiment")]
@@ -285,12 +282,9 @@ def test_adapter_directories_load_with_peft_without_the_kit(adapter_run):
         tagger = pipeline("token-classification", model=model.merge_and_unload(),
                           tokenizer=AutoTokenizer.from_pretrained(path), aggregation_strategy="first")
         ents = tagger(["john visited paris today"])[0]
-        print(json.dumps({{"ents": [(e["entity_group"], e["start"], e["end"]) for e in ents],
-                          "kit": [m for m in sys.modules if m.startswith("hftransfer")]}}))
+        print(json.dumps({{"ents": [(e["entity_group"], e["start"], e["end"]) for e in ents]}}))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    plain = json.loads(done.stdout.strip().splitlines()[-1])
-    assert plain["kit"] == []
+    plain = run_without_the_kit(script, run)
     kit = predict(run, ["john visited paris today"], task="ner")[0]
     assert plain["ents"] == [[e["entity_group"], e["start"], e["end"]] for e in kit]
 
@@ -458,34 +452,11 @@ def test_two_image_tasks_share_a_vit(adapters, tiny_vit_dir, image_data, stripes
 def test_resume_after_kill_continues_the_task_schedule(tiny_model_dir, mt_data, tmp_path):
     """The sampler's schedule is a function of (seed, epoch), so a resumed run skips the batches
     already trained and ends where an uninterrupted run ends."""
-    import signal
-    import time
-
-    from test_scale import env, write_recipe
+    from test_scale import whole_and_resumed
 
     recipe = mt_recipe(tiny_model_dir, mt_data, sampling="temperature")
     recipe["train"].update(max_steps=40, save_strategy="steps", save_steps=10, learning_rate=3e-3)
-    path = write_recipe(tmp_path / "recipe.yaml", recipe)
-    command = [sys.executable, "-m", "hftransfer", "train", str(path)]
-    whole = subprocess.run(command + ["--output-dir", str(tmp_path / "whole")],
-                           capture_output=True, text=True, env=env(), timeout=600)
-    assert whole.returncode == 0, whole.stderr[-3000:]
-
-    checkpoints = tmp_path / ".killed.partial" / "checkpoints"
-    process = subprocess.Popen(command + ["--output-dir", str(tmp_path / "killed")], env=env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (checkpoints / "checkpoint-20" / "trainer_state.json").exists():
-        assert process.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    resumed = subprocess.run(command + ["--output-dir", str(tmp_path / "killed"), "--resume"],
-                             capture_output=True, text=True, env=env(), timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
-    b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    a, b = whole_and_resumed(recipe, tmp_path)
     assert a["train"]["steps"] == b["train"]["steps"] == 40
     for name in ("sentiment", "ner"):  # measured: equal to the last digit (RNG states are restored)
         assert b["validation"][name]["loss"] == pytest.approx(a["validation"][name]["loss"], abs=1e-4)

@@ -25,10 +25,10 @@ def write_recipe(path: Path, recipe: dict) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_resume_after_kill_matches_an_uninterrupted_run(tiny_recipe, tmp_path):
-    recipe = tiny_recipe("full", train={"max_steps": 60, "save_strategy": "steps", "save_steps": 10,
-                                        "learning_rate": 3e-3, "per_device_train_batch_size": 8})
+def whole_and_resumed(recipe: dict, tmp_path: Path, checkpoint: str = "checkpoint-20") -> tuple[dict, dict]:
+    """Train ``recipe`` once uninterrupted and once killed with SIGKILL as soon as ``checkpoint``
+    is written, then resumed with ``--resume``; returns both runs' metrics.json. The killed run
+    must leave nothing that looks like a finished run."""
     path = write_recipe(tmp_path / "recipe.yaml", recipe)
     command = [sys.executable, "-m", "hftransfer", "train", str(path)]
 
@@ -41,7 +41,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_recipe, tmp_path):
     process = subprocess.Popen(command + ["--output-dir", str(run_dir)], env=env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (checkpoints / "checkpoint-20" / "trainer_state.json").exists():
+    while not (checkpoints / checkpoint / "trainer_state.json").exists():
         assert process.poll() is None, "training ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.05)
@@ -53,8 +53,15 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_recipe, tmp_path):
     resumed = subprocess.run(command + ["--output-dir", str(run_dir), "--resume"],
                              capture_output=True, text=True, env=env(), timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
-    b = json.loads((run_dir / "metrics.json").read_text())
+    return (json.loads((tmp_path / "whole" / "metrics.json").read_text()),
+            json.loads((run_dir / "metrics.json").read_text()))
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_an_uninterrupted_run(tiny_recipe, tmp_path):
+    recipe = tiny_recipe("full", train={"max_steps": 60, "save_strategy": "steps", "save_steps": 10,
+                                        "learning_rate": 3e-3, "per_device_train_batch_size": 8})
+    a, b = whole_and_resumed(recipe, tmp_path)
     assert b["train"]["steps"] == a["train"]["steps"] == 60
     assert abs(a["test"]["accuracy"] - b["test"]["accuracy"]) <= 0.01
     # Optimizer, scheduler, sampler and RNG states are restored; dropout masks after a restart

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from helpers import assert_cli_error, run_cli, tiny_recipe_dict, user_error
+from helpers import assert_cli_error, run_cli, run_without_the_kit, tiny_recipe_dict, user_error
 from hftransfer import train
 from hftransfer.registry import get_task
 
@@ -230,13 +228,9 @@ def test_runs_load_in_plain_transformers(ner_runs, key, tmp_path, capsys):
         pipe = pipeline("token-classification", model=model,
                         tokenizer=AutoTokenizer.from_pretrained({str(run_dir)!r}), aggregation_strategy="first")
         out = pipe({texts!r})
-        assert "hftransfer" not in sys.modules
         print(json.dumps([[(e["entity_group"], e["start"], e["end"]) for e in s] for s in out]))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    plain = json.loads(done.stdout.strip().splitlines()[-1])
+    plain = run_without_the_kit(script, tmp_path)
     assert plain == [[[e["entity_group"], e["start"], e["end"]] for e in s] for s in kit]
 
 

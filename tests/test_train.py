@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import hftransfer
 from hftransfer.cli import main
 from hftransfer.errors import HFTransferError
-from helpers import tiny_recipe_dict
+from helpers import assert_same_predictions, run_without_the_kit, tiny_recipe_dict
 
 
 @pytest.fixture(scope="module")
@@ -133,16 +133,9 @@ def test_predict_json_uses_label_names_and_matches_pipeline(runs, capsys, tmp_pa
             {{load}}
             pipe = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained({str(run_dir)!r}))
             out = pipe({texts!r})
-            assert "hftransfer" not in sys.modules
             print(json.dumps(out))
         """).replace("{load}", load.replace("\n", "\n" + " " * 0))
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-        assert done.returncode == 0, done.stderr[-2000:]
-        plain = json.loads(done.stdout.strip().splitlines()[-1])
-        assert [r["label"] for r in plain] == [r["label"] for r in kit]
-        for a, b in zip(plain, kit):
-            assert abs(a["score"] - b["score"]) < 1e-4
+        assert_same_predictions(run_without_the_kit(script, tmp_path), kit)
 
 
 def test_evaluate_reproduces_test_metrics(runs, capsys):
