@@ -98,7 +98,7 @@ def _inline(value: Any) -> str:
 
 
 def _hyperparameters(recipe: "Recipe", metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    from .engine import training_values
+    from .recipe import training_values
     from .multitask import task_for
     from .registry import get_strategy
 

@@ -30,13 +30,18 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .recipe import load_recipe
+    from .engine import check
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    # What `train` checks before it loads weights: recipe, source model config, data, processor.
+    setup = check(args.recipe, args.overrides)
+    recipe = setup.recipe
     what = recipe.task_type
     if recipe.is_multitask:
         what = "tasks " + ", ".join(f"{n}={e.task_type}" for n, e in recipe.members.items())
     print(f"ok: {args.recipe} ({what}, strategy {recipe.strategy_name})")
+    if setup.args.fsdp:
+        print("note: train.fsdp shards the model over several processes: run it with accelerate "
+              "launch --num_processes N (recipes/accelerate/fsdp.yaml)")
     return 0
 
 
@@ -48,7 +53,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .engine import load_run, run_task, task_model_dir
+    from .engine import load_run, run_task
+    from .rundir import task_model_dir
 
     inputs = list(args.texts)
     if args.file:
@@ -229,6 +235,18 @@ def _quiet_libraries(verbose: bool) -> None:
         import datasets
 
         datasets.logging.set_verbosity_error()
+        datasets.disable_progress_bars()  # "Tokenizing" bars for data sets read in a blink
+
+
+MAX_ERROR = 2000
+"""Characters of an error line, at most: a message quoting a huge value stays readable."""
+
+
+def _one_line(message: str) -> str:
+    message = " ".join(message.split())
+    if len(message) > MAX_ERROR:
+        message = f"{message[:MAX_ERROR - 500]} [...] {message[-480:]}"
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries(args.verbose)
         return args.func(args)
     except HFTransferError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {_one_line(str(exc))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")

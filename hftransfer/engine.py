@@ -1,118 +1,34 @@
-"""The engine: one Trainer subclass and one lifecycle (setup -> train -> evaluate -> save) for
-every strategy and task.
+"""The engine: one lifecycle (check -> set up -> train -> evaluate -> save) for every strategy
+and task.
 
-The run directory is staged next to its final place and renamed when complete, so a crash
-never leaves a directory that looks like a finished run.
+Every check of the user's input runs before anything is written or deleted; the run is built
+in a staging folder and renamed into place when it is complete (see :mod:`hftransfer.rundir`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import resource
-import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import Trainer, TrainingArguments
 
+from . import rundir
 from .errors import HFTransferError
-from .recipe import Recipe, load_recipe
+from .recipe import Recipe, check_distributed, load_recipe, make_training_arguments, training_values
 from .registry import get_strategy
 from .tasks.base import length_sorted
+from .trainer import TransferTrainer
 
 logger = logging.getLogger("hftransfer")
-
-# What every run gets unless the strategy or the recipe says otherwise.
-KIT_DEFAULTS: dict[str, Any] = {
-    "per_device_train_batch_size": 32,
-    "per_device_eval_batch_size": 64,
-    "weight_decay": 0.01,
-    # Batches of similar lengths: dynamic padding then pads SST-2-like data ~2x less.
-    "train_sampling_strategy": "group_by_length",
-    "eval_strategy": "no",
-    "save_strategy": "epoch",
-    "save_total_limit": 1,
-    "logging_strategy": "steps",
-    "logging_steps": 50,
-    "report_to": "none",
-    "seed": 0,
-    # One label per example: per-token loss averaging across processes does not apply, and with
-    # it the Trainer reports losses multiplied by the number of processes.
-    "average_tokens_across_devices": False,
-}
-
-
-class TransferTrainer(Trainer):
-    """The Trainer with the strategy's hooks: extra loss terms and optimizer parameter groups."""
-
-    def __init__(self, *args: Any, strategy: Any, **kwargs: Any):
-        self.strategy = strategy
-        super().__init__(*args, **kwargs)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(
-            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
-        )
-        if model.training:
-            # The strategy sees the model as it built it, not the DDP/FSDP wrapper.
-            extra = self.strategy.extra_loss(self.accelerator.unwrap_model(model))
-            if extra is not None:
-                loss = loss + extra
-        return (loss, outputs) if return_outputs else loss
-
-    def _get_eval_sampler(self, eval_dataset):
-        # The kit sorts evaluation sets by length itself, so reading them in order pads least;
-        # the Trainer would otherwise reuse the training-time length grouping (shuffled
-        # mega-batches) here.
-        from torch.utils.data import SequentialSampler
-
-        return SequentialSampler(eval_dataset)
-
-    def _reload_converted(self, checkpoint, model=None) -> bool:
-        """Reload a checkpoint through ``from_pretrained``. transformers 5 writes checkpoints in
-        the Hub key format (ViT: ``encoder.layer.N.attention.attention.query``) but the Trainer
-        reloads them with a non-strict ``load_state_dict`` that skips the renamed keys
-        (huggingface/transformers#48805), silently keeping part of the current weights."""
-        from transformers import PreTrainedModel
-
-        model = self.accelerator.unwrap_model(model if model is not None else self.model)
-        files = ("model.safetensors", "model.safetensors.index.json")
-        if (not isinstance(model, PreTrainedModel) or self.is_deepspeed_enabled or self.is_fsdp_enabled
-                or not checkpoint or not any((Path(checkpoint) / f).is_file() for f in files)):
-            return False
-        reloaded = type(model).from_pretrained(checkpoint, config=model.config)
-        model.load_state_dict(reloaded.state_dict(), strict=True)
-        return True
-
-    def _load_best_model(self):
-        if not self._reload_converted(self.state.best_model_checkpoint):
-            super()._load_best_model()
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        if not self._reload_converted(resume_from_checkpoint, model):
-            super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-    def create_optimizer(self, model=None):
-        groups = self.strategy.parameter_groups(self.model)
-        if groups is None or self.optimizer is not None:
-            return super().create_optimizer(model)
-        decay = set(self.get_decay_parameter_names(self.model))
-        param_groups = []
-        for named, scale in groups:
-            for decayed in (True, False):
-                params = [p for n, p in named if (n in decay) == decayed]
-                if params:
-                    param_groups.append({
-                        "params": params, "lr": self.args.learning_rate * scale,
-                        "weight_decay": self.args.weight_decay if decayed else 0.0,
-                    })
-        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
-        self.optimizer = optimizer_cls(param_groups, **kwargs)
-        return self.optimizer
 
 
 @dataclass
@@ -127,39 +43,60 @@ def default_output_dir(recipe: Recipe) -> Path:
     return Path("runs") / (recipe.name or "run")
 
 
-def staging_dir(run_dir: Path) -> Path:
-    """Where a run is built before it is renamed into place (also holds resumable checkpoints)."""
-    return run_dir.parent / f".{run_dir.name}.partial"
+@dataclass
+class Setup:
+    """A recipe checked against its source model and data, ready to build and train: what
+    ``train`` and ``validate`` both go through, before any weights load."""
+
+    recipe: Recipe
+    task: Any
+    strategy: Any
+    args: TrainingArguments
+    config: Any
+    splits: Any
+    processor: Any
+
+    def record(self) -> dict[str, Any]:
+        """What a resumed run must find unchanged: the recipe (its name aside), the label set
+        and the source model's config."""
+        recipe = json.loads(json.dumps(self.recipe.to_dict(), default=str))
+        recipe.pop("name", None)
+        config = json.dumps(self.config.to_dict(), sort_keys=True, default=str)
+        return {**recipe, "labels": self.splits.labels,
+                "source_config": hashlib.sha256(config.encode()).hexdigest()}
 
 
-def training_values(recipe: Recipe, strategy_cls: Any, task: Any) -> dict[str, Any]:
-    """The training arguments a run uses: kit defaults < task defaults < strategy defaults < the
-    recipe's ``train:``."""
-    import torch
+def prepare(recipe: Recipe, checkpoints: Path) -> Setup:
+    """Check a recipe against what it names (source model config, data, processor) and set up
+    its task, strategy and training arguments; loads no weights and writes nothing."""
+    from .models import source_config, source_location
+    from .multitask import task_for
 
-    # Pinned memory only helps copies to a GPU (and warns on every dataloader without one).
-    device_defaults: dict[str, Any] = {"dataloader_pin_memory": torch.cuda.is_available()}
-    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Processes launched on CPUs: without use_cpu Accelerate finds no GPU and sets up no
-        # process group at all, so every process would train and evaluate alone.
-        device_defaults.update(use_cpu=True, ddp_backend="gloo")
-    values = {**KIT_DEFAULTS, **device_defaults, **task.training_defaults, **strategy_cls.defaults,
-              **recipe.train}
-    return best_model_needs_eval(values)
+    task = task_for(recipe)
+    strategy_cls = get_strategy(recipe.strategy_name)
+    strategy = strategy_cls(recipe.strategy_options, task)
+    values = training_values(recipe, strategy_cls, task)
+    args = make_training_arguments(values, str(checkpoints))
+    data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
+    config = source_config(recipe.model)
+    strategy.check_model(config)
+    splits = task.load_splits(recipe.data, data_seed)
+    if args.eval_strategy != "no" and splits.missing_validation():
+        where = splits.missing_validation()[0]
+        raise HFTransferError(
+            f"train.eval_strategy={getattr(args.eval_strategy, 'value', args.eval_strategy)} (or "
+            f"load_best_model_at_end) needs a validation split: set {where}.validation or a "
+            f"{where}.validation_fraction above 0"
+        )
+    location = source_location(recipe.model) if recipe.model.config is None else None
+    processor = task.load_processor(location, recipe.model, config)
+    return Setup(recipe, task, strategy, args, config, splits, processor)
 
 
-def best_model_needs_eval(values: dict[str, Any]) -> dict[str, Any]:
-    """``load_best_model_at_end`` without an eval strategy evaluates whenever it saves."""
-    if values.get("load_best_model_at_end") and values.get("eval_strategy", "no") == "no":
-        values["eval_strategy"] = values.get("save_strategy", "epoch")
-    return values
-
-
-def training_arguments(recipe: Recipe, strategy_cls: Any, task: Any,
-                       output_dir: Path) -> TrainingArguments:
-    from .recipe import make_training_arguments
-
-    return make_training_arguments(training_values(recipe, strategy_cls, task), str(output_dir))
+def check(recipe: str | Path | dict | Recipe, overrides: list[str] | None = None) -> Setup:
+    """Everything ``train`` checks before it loads weights (``hftransfer validate``)."""
+    with tempfile.TemporaryDirectory(prefix="hftransfer-validate-") as scratch:
+        return prepare(load_recipe(recipe, overrides), Path(scratch) / "checkpoints")
 
 
 def train(
@@ -174,55 +111,49 @@ def train(
     >>> result = train("recipes/quickstart.yaml", ["train.num_train_epochs=1"])
     >>> result.metrics["test"]["accuracy"]
     """
-    from .models import public_name, source_config, source_location
-    from .multitask import task_for
-
     recipe = load_recipe(recipe, overrides)
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
-    stage = staging_dir(run_dir)
-    main = _is_main_process()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise HFTransferError(f"output directory {str(run_dir)!r} is a file; choose another --output-dir")
-    if run_dir.exists() and not overwrite:
-        raise HFTransferError(
-            f"output directory {str(run_dir)!r} already exists; pass --overwrite to replace it "
-            "or --output-dir to write elsewhere"
-        )
-    if run_dir.exists() and not (run_dir.is_dir() and _looks_like_run(run_dir) or not any(run_dir.iterdir())):
-        raise HFTransferError(
-            f"output directory {str(run_dir)!r} exists and is not an hftransfer run; "
-            "refusing to replace it"
-        )
-    checkpoint = None
-    if resume:
-        checkpoint = _last_checkpoint(stage / "checkpoints")
-        if checkpoint is None:
-            raise HFTransferError(
-                f"--resume: no checkpoint to resume under {str(stage / 'checkpoints')!r}"
-            )
-
-    task = task_for(recipe)
-    strategy_cls = get_strategy(recipe.strategy_name)
-    strategy = strategy_cls(recipe.strategy_options, task)
-    args = training_arguments(recipe, strategy_cls, task, stage / "checkpoints")
-    data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
-
+    rundir.check_output_dir(run_dir, overwrite=overwrite, resume=resume)
+    stage = rundir.staging_dir(run_dir)
     started = time.perf_counter()
-    # Every check of the user's input runs before anything is written or deleted.
-    config = source_config(recipe.model)
-    strategy.check_model(config)
-    splits = task.load_splits(recipe.data, data_seed)
-    if args.eval_strategy != "no" and splits.missing_validation():
-        where = splits.missing_validation()[0]
-        raise HFTransferError(
-            f"train.eval_strategy={getattr(args.eval_strategy, 'value', args.eval_strategy)} (or "
-            f"load_best_model_at_end) needs a validation split: set {where}.validation or a "
-            f"{where}.validation_fraction above 0"
-        )
-    location = source_location(recipe.model) if recipe.model.config is None else None
-    processor = task.load_processor(location, recipe.model, config)
-    if not resume and main and stage.exists():
-        shutil.rmtree(stage)  # leftovers of a crashed run that is not being resumed
+    setup = prepare(recipe, stage / rundir.CHECKPOINTS)
+    check_distributed(setup.args.to_dict())
+    main = _is_main_process()
+    record = setup.record()
+    checkpoint = rundir.resume_checkpoint(stage, record) if resume else None
+    if main and not resume:
+        rundir.open_stage(stage, record)  # replaces a crashed run's leftovers, only now
+    try:
+        metrics, trainer = _train(setup, checkpoint, started)
+        if main:
+            _write_run(stage, run_dir, setup, trainer, metrics, overwrite)
+    except HFTransferError:
+        _abandon(stage, main, resume)
+        raise
+    except Exception as exc:  # OSError, or a writer's own error around one (safetensors)
+        error = rundir.disk_error(exc, run_dir.parent)
+        if error is None:
+            raise
+        _abandon(stage, main, resume)
+        raise error from None
+    return RunResult(run_dir=run_dir, metrics=metrics)
+
+
+def _abandon(stage: Path, main: bool, resume: bool) -> None:
+    """After a failure the user must fix: a fresh run leaves nothing behind; a resumed one keeps
+    its complete checkpoints. (A crash or Ctrl-C keeps the stage for --resume.)"""
+    if not main or not stage.exists():
+        return
+    if resume:
+        rundir.drop_incomplete_checkpoints(stage)
+    else:
+        rundir.discard(stage)
+
+
+def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[str, Any], Trainer]:
+    from .models import public_name
+
+    recipe, task, strategy, args, splits = setup.recipe, setup.task, setup.strategy, setup.args, setup.splits
     from transformers import set_seed
 
     set_seed(args.seed)
@@ -233,8 +164,8 @@ def train(
                 f"{params['trainable']:,}", f"{params['total']:,}",
                 100 * params["trainable"] / max(params["total"], 1))
 
-    train_ds, evals = task.encode_splits(splits, processor, augment=strategy.augments)
-    train_ds, evals, collator = strategy.prepare_data(train_ds, evals, task.collator(processor))
+    train_ds, evals = task.encode_splits(splits, setup.processor, augment=strategy.augments)
+    train_ds, evals, collator = strategy.prepare_data(train_ds, evals, task.collator(setup.processor))
 
     trainer = strategy.trainer_class(
         model=model,
@@ -242,12 +173,21 @@ def train(
         strategy=strategy,
         train_dataset=train_ds,
         eval_dataset=evals.get("validation"),
-        processing_class=processor,
+        processing_class=setup.processor,
         data_collator=collator,
         compute_metrics=task.compute_metrics(splits.labels),
         callbacks=strategy.callbacks(),
     )
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if output.global_step == 0:
+        raise HFTransferError(
+            f"no training step ran ({len(train_ds)} training examples, train.max_steps "
+            f"{args.max_steps}, num_train_epochs {args.num_train_epochs:g}); nothing was saved")
+    broken = [n for n, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
+    if broken:
+        raise HFTransferError(
+            f"training left non-finite weights ({broken[0]}{' and others' if len(broken) > 1 else ''}); "
+            "nothing was saved: lower train.learning_rate or keep train.max_grad_norm clipping on")
     train_seconds = time.perf_counter() - started
 
     metrics: dict[str, Any] = {
@@ -273,51 +213,25 @@ def train(
         "steps": int(output.global_step),
         "loss": round(float(output.training_loss), 6),
     }
-    if main:
-        _write_run(stage, run_dir, recipe, strategy, trainer, processor, metrics, overwrite)
-    return RunResult(run_dir=run_dir, metrics=metrics)
+    return metrics, trainer
 
 
-def _write_run(stage: Path, run_dir: Path, recipe: Recipe, strategy: Any, trainer: Trainer,
-               processor: Any, metrics: dict[str, Any], overwrite: bool) -> None:
+def _write_run(stage: Path, run_dir: Path, setup: Setup, trainer: Trainer, metrics: dict[str, Any],
+               overwrite: bool) -> None:
     from .cards import write_card
 
-    stage.mkdir(parents=True, exist_ok=True)
+    recipe, strategy, processor = setup.recipe, setup.strategy, setup.processor
     strategy.save(trainer.model, stage)
     processor.save_pretrained(stage)
-    (stage / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+    (stage / rundir.RECIPE).write_text(recipe.to_yaml(), encoding="utf-8")
     logs = stage / "logs"
     logs.mkdir(exist_ok=True)
-    (logs / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+    rundir.write_json(logs / "log_history.json", trainer.state.log_history)
     write_card(stage, recipe, metrics)
     strategy.export(trainer.model, stage, processor, recipe, metrics)
-    # metrics.json last: its presence marks a finished run.
-    (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    if run_dir.exists():
-        if not overwrite:  # appeared while we trained
-            raise HFTransferError(f"output directory {str(run_dir)!r} appeared during training; "
-                                  f"the finished run is in {str(stage)!r}")
-        trash = run_dir.parent / f".{run_dir.name}.old"
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(run_dir, trash)
-        os.replace(stage, run_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(stage, run_dir)
-
-
-def _looks_like_run(path: Path) -> bool:
-    return (path / "recipe.yaml").exists() or (path / "metrics.json").exists()
-
-
-def _last_checkpoint(directory: Path) -> Path | None:
-    if not directory.is_dir():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    found = get_last_checkpoint(str(directory))
-    return Path(found) if found else None
+    # metrics.json last: with recipe.yaml it marks a finished run.
+    rundir.write_json(stage / rundir.METRICS, metrics)
+    rundir.finish(stage, run_dir, overwrite)
 
 
 def _is_main_process() -> bool:
@@ -345,61 +259,21 @@ class LoadedRun:
     metrics: dict[str, Any]
 
 
-def require_finished_run(path: Path) -> None:
-    """Raise unless ``path`` is a run directory that ``train`` finished."""
-    if not path.is_dir():
-        raise HFTransferError(f"{str(path)!r} is not a directory; pass a run directory of hftransfer train")
-    if not (path / "recipe.yaml").is_file() or not (path / "metrics.json").is_file():
-        raise HFTransferError(
-            f"{str(path)!r} is not a finished hftransfer run (no recipe.yaml/metrics.json); "
-            "pass the directory that `hftransfer train` printed"
-        )
-
-
-def task_model_dir(run_dir: Path, task: str | None) -> Path:
-    """Where a finished run's model is: the run itself, or ``tasks/TASK`` of a multi-task run
-    (whose tasks are read from its manifest, without loading any model)."""
-    from .multitask import MANIFEST
-
-    require_finished_run(run_dir)
-    manifest = run_dir / MANIFEST
-    if not manifest.is_file():
-        if task is not None:
-            raise HFTransferError(f"--task: {str(run_dir)!r} is a single-task run; leave --task out")
-        return run_dir
-    try:
-        names = list(json.loads(manifest.read_text(encoding="utf-8"))["tasks"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise HFTransferError(f"{str(manifest)!r} is damaged; retrain the run or restore the file") from None
-    if task is None:
-        raise HFTransferError(
-            f"{str(run_dir)!r} is a multi-task run: every task is its own model; pass --task with one "
-            f"of {', '.join(names)}")
-    if task not in names:
-        raise HFTransferError(f"--task {task!r} is not a task of this run; its tasks are {', '.join(names)}")
-    return run_dir / "tasks" / task
-
-
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a run directory (its recipe, model and tokenizer) for ``predict``/``evaluate``."""
     from .models import ModelSpec, load_config
     from .multitask import task_for
 
     path = Path(run_dir)
-    require_finished_run(path)
-    recipe = load_recipe(path / "recipe.yaml")
-    try:
-        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise HFTransferError(
-            f"{str(path / 'metrics.json')!r} is damaged; retrain the run or restore the file"
-        ) from None
+    rundir.require_finished_run(path)
+    recipe = load_recipe(path / rundir.RECIPE)
+    metrics = rundir.read_metrics(path)
     task = task_for(recipe)
     strategy = get_strategy(recipe.strategy_name)(recipe.strategy_options, task)
     model = strategy.load_trained(path, recipe.model)
     model.eval()
     # The run saved its processor next to the model (next to every task's, for multi-task runs).
-    own_dir = path / "tasks" / task.names[0] if recipe.is_multitask else path
+    own_dir = path / rundir.TASKS / task.names[0] if recipe.is_multitask else path
     own = ModelSpec(name_or_path=str(own_dir))
     processor = task.load_processor(str(own_dir), own, load_config(str(own_dir), own))
     return LoadedRun(path, recipe, task, model, processor, metrics)
@@ -459,22 +333,19 @@ def _evaluate_task(run: LoadedRun, name: str | None, split: str, data: str | Non
                                   "pass --data PATH")
     task.check_labels(ds, labels, data or f"{where}.{split}")
     encoded = length_sorted(task.preprocess(ds, run.processor, labels))
-    import tempfile
+    with tempfile.TemporaryDirectory(prefix="hftransfer-eval-") as scratch:  # the Trainer wants one
+        args = TrainingArguments(output_dir=scratch, report_to="none",
+                                 per_device_eval_batch_size=64, disable_tqdm=True,
+                                 dataloader_pin_memory=torch.cuda.is_available(),
+                                 remove_unused_columns=task.training_defaults.get("remove_unused_columns", True))
+        trainer = Trainer(model=model, args=args, processing_class=run.processor,
+                          data_collator=task.collator(run.processor),
+                          compute_metrics=task.compute_metrics(labels))
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    import torch
-
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="hftransfer-eval-"), report_to="none",
-                             per_device_eval_batch_size=64, disable_tqdm=True,
-                             dataloader_pin_memory=torch.cuda.is_available(),
-                             remove_unused_columns=task.training_defaults.get("remove_unused_columns", True))
-    trainer = Trainer(model=model, args=args, processing_class=run.processor,
-                      data_collator=task.collator(run.processor),
-                      compute_metrics=task.compute_metrics(labels))
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    for callback in (PrinterCallback, ProgressCallback):  # stdout carries only our JSON
-        trainer.remove_callback(callback)
-    return task_metrics(trainer.evaluate(encoded, metric_key_prefix="eval"), "eval")
+        for callback in (PrinterCallback, ProgressCallback):  # stdout carries only our JSON
+            trainer.remove_callback(callback)
+        return task_metrics(trainer.evaluate(encoded, metric_key_prefix="eval"), "eval")
 
 
 def task_metrics(result: dict[str, Any], prefix: str) -> dict[str, Any]:

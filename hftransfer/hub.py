@@ -25,17 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HFTransferError
+from .models import PROCESSOR_FILES
 
 # What a run publishes: top-level files of the run directory matching these names. An allow-list,
 # so that anything else a run (or a user) leaves in the directory stays private.
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors",
                "model.safetensors.index.json", "model-*-of-*.safetensors",
                "adapter_config.json", "adapter_model.safetensors")
-PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
-                   "sentencepiece.bpe.model", "tokenizer.model", "*.tiktoken", "chat_template.jinja",
-                   "chat_template.json", "preprocessor_config.json", "processor_config.json",
-                   "feature_extractor_config.json", "image_processor_config.json")
 KIT_FILES = ("README.md", "recipe.yaml", "metrics.json")
 PUBLISHABLE = MODEL_FILES + PROCESSOR_FILES + KIT_FILES
 # Never uploaded, whatever the allow-list says: pickle can run code when loaded.
@@ -106,13 +102,32 @@ def publishable_files(run_dir: Path) -> list[str]:
     """The names of the files of ``run_dir`` that a push uploads (top level only, sorted)."""
     names = []
     for path in sorted(Path(run_dir).iterdir()):
-        if not path.is_file() or path.is_symlink() or path.name.startswith("."):
+        if not (path.is_file() or path.is_symlink()) or path.name.startswith("."):
             continue
         if path.name.lower().endswith(PICKLE_SUFFIXES):
             continue
         if any(fnmatch.fnmatchcase(path.name, pattern) for pattern in PUBLISHABLE):
             names.append(path.name)
     return names
+
+
+def check_own_files(run_dir: Path, model_dir: Path) -> None:
+    """Refuse to push unless every file a push reads is a plain file of the run itself: not a
+    symbolic link, not reached through a linked folder (a link named recipe.yaml would upload
+    whatever it points at)."""
+    root = run_dir.resolve()
+    paths = [model_dir] + [model_dir / name for name in publishable_files(model_dir)]
+    paths += [run_dir / name for name in KIT_FILES if (run_dir / name).exists() or (run_dir / name).is_symlink()]
+    for path in paths:
+        if path.is_symlink():
+            raise HFTransferError(
+                f"{str(path)!r} is a symbolic link (to {os.readlink(path)!r}); push uploads only the "
+                "run's own files: replace the link with the file itself")
+        real = path.resolve()
+        if real != root and root not in real.parents:
+            raise HFTransferError(
+                f"{str(path)!r} lies outside the run directory ({str(real)!r}); push uploads only "
+                "the run's own files")
 
 
 def _check_dry_run_dir(directory: Path) -> None:
@@ -238,9 +253,10 @@ def push_run(
     """
     check_repo_id(repo_id)
     run_dir = Path(run_dir)
-    from .engine import task_model_dir
+    from .rundir import task_model_dir
 
     model_dir = task_model_dir(run_dir, task)
+    check_own_files(run_dir, model_dir)
     adapter = check_run(model_dir)
     if merge_adapter and model_dir != run_dir:
         raise HFTransferError(

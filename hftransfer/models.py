@@ -3,9 +3,11 @@ directories of the kit, and Hub ids. Safetensors only and no remote code unless 
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,6 @@ def source_location(spec: ModelSpec) -> str:
 
 def merged_adapter_run(run: Path) -> str:
     import hashlib
-    import shutil
 
     from .features import cache_root
 
@@ -101,8 +102,6 @@ def merged_adapter_run(run: Path) -> str:
             f"model.name_or_path {str(run)!r} is an adapter without its base; give a run directory "
             "of hftransfer (it records the base) or merge the adapter first"
         )
-    from peft import PeftModel
-
     from .recipe import load_recipe
 
     from .registry import get_task
@@ -118,15 +117,18 @@ def merged_adapter_run(run: Path) -> str:
     if base_spec.config is not None:
         raise HFTransferError(f"{str(run)!r}: an adapter on a random-init model cannot be a source")
     base = load_pretrained(auto, source_location(base_spec), base_spec, config=config)
-    merged = PeftModel.from_pretrained(base, str(run)).merge_and_unload()
+    merged = load_adapter(base, run).merge_and_unload()
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    merged.save_pretrained(tmp)
-    for item in run.iterdir():  # tokenizer / processor files
-        if item.is_file() and item.name not in ("config.json", "README.md", "metrics.json") \
-                and not item.name.startswith("adapter_"):
-            shutil.copy2(item, tmp / item.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
+    try:
+        merged.save_pretrained(tmp)
+        for item in run.iterdir():
+            if item.is_file() and not item.is_symlink() and any(
+                    fnmatch.fnmatchcase(item.name, pattern) for pattern in PROCESSOR_FILES):
+                shutil.copy2(item, tmp / item.name)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)  # complete, or not there at all
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
 
 
@@ -157,6 +159,23 @@ def load_text_processor(location: str | None, spec: ModelSpec, config: Any):
             f"{len(tokenizer)} tokens; set vocab_size to at least {len(tokenizer)}"
         )
     return tokenizer
+
+
+# Model types that number positions from padding_idx + 1 (RoBERTa's scheme), so that
+# max_position_embeddings counts two positions no token can use.
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
+                    "data2vec-text", "roberta-prelayernorm", "ibert", "mpnet", "luke", "markuplm")
+
+
+def position_limit(config: Any) -> int | None:
+    """How many tokens the model's position embeddings cover, or None when nothing says."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text, "max_position_embeddings", None)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        return None
+    if getattr(text, "model_type", None) in OFFSET_POSITIONS:
+        limit -= (getattr(text, "pad_token_id", None) or 1) + 1
+    return limit
 
 
 def resolve(spec: ModelSpec) -> str:
@@ -194,18 +213,46 @@ def check_local_model(path: Path, spec: ModelSpec) -> None:
             f"{', '.join(str(path / 'tasks' / t) for t in tasks) or 'its tasks/NAME directories'}")
     if not has_config:
         raise HFTransferError(f"{where} holds no config.json: it is not a model directory")
-    safe = any((path / f).exists() for f in SAFE_WEIGHTS) or any(path.glob("model-*.safetensors"))
-    pickled = [f for f in PICKLE_WEIGHTS if (path / f).exists()]
-    if not safe:
-        if pickled and not spec.allow_pickle:
-            raise HFTransferError(
-                f"{where} holds only pickle weights ({pickled[0]}), which can run code when loaded; "
-                "convert them to safetensors, or set model.allow_pickle=true if you trust the source"
-            )
-        if not pickled:
-            raise HFTransferError(f"{where} holds no model weights (model.safetensors)")
+    check_weights(path, spec.allow_pickle, where)
     if (path / "config.json").exists():
         check_remote_code(_read_json(path / "config.json"), where, spec)
+
+
+def check_weights(path: Path, allow_pickle: bool, where: str) -> None:
+    """The one rule for every local folder the kit loads weights from (source models, run
+    directories, adapters, task models): safetensors, unless ``allow_pickle``; a shard index
+    names only weight files of this folder (a ``.bin`` shard behind a safetensors index, or a
+    path out of the folder, is refused)."""
+    safe = [f for f in SAFE_WEIGHTS if (path / f).is_file()]
+    pickled = [f for f in PICKLE_WEIGHTS if (path / f).is_file()]
+    if not safe and pickled and not allow_pickle:
+        raise HFTransferError(
+            f"{where} holds only pickle weights ({pickled[0]}), which can run code when loaded; "
+            "convert them to safetensors, or set model.allow_pickle=true if you trust the source")
+    if not safe and not pickled:
+        raise HFTransferError(f"{where} holds no model weights (model.safetensors)")
+    for index, kinds in ((SAFE_WEIGHTS[1], (".safetensors",)), (PICKLE_WEIGHTS[1], (".bin",))):
+        if (path / index).is_file() and (index in safe or allow_pickle):
+            _check_shards(path, index, kinds, where)
+
+
+def _check_shards(path: Path, index: str, kinds: tuple[str, ...], where: str) -> None:
+    data = _read_json(path / index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise HFTransferError(f"{where}: {index} has no weight_map; restore the file")
+    for shard in sorted(set(map(str, weight_map.values()))):
+        plain = Path(shard).name == shard and shard not in (".", "..") and "\\" not in shard
+        if not plain:
+            raise HFTransferError(
+                f"{where}: {index} names the shard {shard!r} outside the model folder; refusing to "
+                "load weights from anywhere but the folder itself")
+        if not shard.endswith(kinds):
+            raise HFTransferError(
+                f"{where}: {index} names the shard {shard!r}, which is not a {' or '.join(kinds)} "
+                "file; safetensors shards only (pickle can run code when loaded)")
+        if not (path / shard).is_file():
+            raise HFTransferError(f"{where}: shard {shard!r} named by {index} is missing")
 
 
 def check_remote_code(config: dict[str, Any], where: str, spec: ModelSpec) -> None:
@@ -250,7 +297,10 @@ def load_config(location: str, spec: ModelSpec, **kwargs: Any):
 
 
 def load_pretrained(auto_class: Any, location: str, spec: ModelSpec, **kwargs: Any):
-    """``auto_class.from_pretrained`` with the recipe's safety settings."""
+    """``auto_class.from_pretrained`` with the recipe's safety settings (a local folder's
+    weights checked by :func:`check_weights` first)."""
+    if Path(location).is_dir():
+        check_weights(Path(location), spec.allow_pickle, f"model {location!r}")
     try:
         return auto_class.from_pretrained(
             location,
@@ -263,8 +313,43 @@ def load_pretrained(auto_class: Any, location: str, spec: ModelSpec, **kwargs: A
         raise HFTransferError(
             f"model {spec.name_or_path!r} could not be loaded: {str(exc).splitlines()[0]}"
         ) from None
+    except Exception as exc:
+        raise _damaged(exc, location) or exc
 
 
+def load_adapter(base: Any, directory: Path, **kwargs: Any):
+    """A PEFT adapter from a run directory onto ``base``: safetensors only (a run of the kit
+    never writes pickle; an ``adapter_model.bin`` there is not the kit's)."""
+    from peft import PeftModel
+
+    where = f"adapter {str(directory)!r}"
+    if not (directory / "adapter_model.safetensors").is_file():
+        pickled = (directory / "adapter_model.bin").is_file()
+        raise HFTransferError(
+            f"{where} has no adapter_model.safetensors"
+            + ("; its adapter_model.bin is pickle, which can run code when loaded, and is never "
+               "read" if pickled else "; retrain the run or restore the file"))
+    try:
+        return PeftModel.from_pretrained(base, str(directory), **kwargs)
+    except Exception as exc:
+        raise _damaged(exc, str(directory)) or exc
+
+
+def _damaged(exc: Exception, location: str) -> HFTransferError | None:
+    """A one-line error for a weights file that does not parse (truncated, overwritten)."""
+    if type(exc).__name__ != "SafetensorError":
+        return None
+    return HFTransferError(
+        f"the weights in {location!r} are damaged ({str(exc).splitlines()[0]}); retrain the run "
+        "or restore the file")
+
+
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model", "*.tiktoken", "chat_template.jinja",
+                   "chat_template.json", "preprocessor_config.json", "processor_config.json",
+                   "feature_extractor_config.json", "image_processor_config.json")
+"""The files of a tokenizer, image processor or feature extractor (copied and published with a model)."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
                    "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 

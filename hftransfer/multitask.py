@@ -31,15 +31,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .engine import TransferTrainer
+from .trainer import TransferTrainer
 from .errors import HFTransferError
+from .models import load_adapter
 from .registry import get_task, register_strategy
+from .rundir import MANIFEST
 from .strategies import FullFineTune, PeftAdapter, Regularization, Strategy, count_parameters
 
 logger = logging.getLogger("hftransfer")
 
 SAMPLING = ("proportional", "temperature", "round_robin", "weighted")
-MANIFEST = "multitask.json"
 
 
 def task_for(recipe: Any) -> Any:
@@ -565,14 +566,14 @@ class MultiTask(FullFineTune):
         """One PEFT adapter per task on the shared encoder. PEFT names adapters inside its keys
         and finds them by substring, so the internal names cannot be task names ("ner" is inside
         "encoder"): task i's adapter is ``task_i_``, which no module or adapter name contains."""
-        from peft import PeftModel, get_peft_model
+        from peft import get_peft_model
 
         wrapped, adapters = {}, {}
         for i, (name, model) in enumerate(models.items()):
             adapter = adapters[name] = f"task_{i}_"
             task = self.task.members[name]
             if load_from is not None:
-                wrapped[name] = PeftModel.from_pretrained(model, str(load_from / name), adapter_name=adapter)
+                wrapped[name] = load_adapter(model, load_from / name, adapter_name=adapter)
                 continue
             config = self.adapter_config(self.options, task.peft_task_type)
             if getattr(config, "target_modules", "unset") is None:

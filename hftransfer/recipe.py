@@ -17,7 +17,12 @@ options are checked against the registered class's own options dataclass, ``trai
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib.util
+import math
+import os
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -49,6 +54,13 @@ class ModelSpec:
     """Where to load the tokenizer / image processor / feature extractor from, when it is not
     next to the model (needed for text models built from ``config``)."""
 
+    def __post_init__(self) -> None:
+        for key in ("name_or_path", "processor", "revision"):
+            value = getattr(self, key)
+            if value is not None and not value.strip():
+                raise HFTransferError(
+                    f"model.{key} is empty; give a Hub id or a directory (or leave the key out)")
+
 
 @dataclass
 class DataSpec:
@@ -76,6 +88,14 @@ class DataSpec:
     def __post_init__(self) -> None:
         from .data import FORMATS, TASK_FORMATS
 
+        for key in ("train", "validation", "test", "dataset", "dataset_config"):
+            value = getattr(self, key)
+            if value is not None and not value.strip():
+                # An empty path would name the current directory and read every file under it.
+                raise HFTransferError(
+                    f"data.{key} is empty; give a file, glob or folder (or leave the key out)")
+        if self.seed is not None:
+            check_seed(self.seed, "data.seed")
         known = sorted(set(FORMATS.values()) | set(TASK_FORMATS))
         if self.format is not None and self.format.lower() not in known:
             raise HFTransferError(
@@ -201,11 +221,11 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(exc)
         raise HFTransferError(
             f"{where} must be {' or '.join(_type_name(a) for a in args if a is not type(None))}, "
-            f"got {value!r}"
+            f"got {quote(value)}"
         )
     if origin is not None:  # dict[...] / list[...]
         if not isinstance(value, origin):
-            raise HFTransferError(f"{where} must be {_type_name(origin)}, got {value!r}")
+            raise HFTransferError(f"{where} must be {_type_name(origin)}, got {quote(value)}")
         return value
     if tp is bool:
         if isinstance(value, bool):
@@ -223,13 +243,18 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             except ValueError:
                 pass
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
             except ValueError:
                 pass
+        if number is not None and not math.isfinite(number):  # "nan", "inf", 1e400
+            raise HFTransferError(f"{where} is {quote(value)}: numbers in a recipe must be finite")
+        if number is not None:
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -242,7 +267,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             return value
     else:
         return value
-    raise HFTransferError(f"{where} must be {_type_name(tp)}, got {value!r}")
+    raise HFTransferError(f"{where} must be {_type_name(tp)}, got {quote(value)}")
 
 
 def build(cls: type, data: Any, where: str, skip: tuple[str, ...] = ()) -> Any:
@@ -250,7 +275,7 @@ def build(cls: type, data: Any, where: str, skip: tuple[str, ...] = ()) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise HFTransferError(f"{where} must be a mapping, got {data!r}")
+        raise HFTransferError(f"{where} must be a mapping, got {quote(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in skip}
     internal = ("task_options", "strategy_options", "members")
@@ -259,7 +284,7 @@ def build(cls: type, data: Any, where: str, skip: tuple[str, ...] = ()) -> Any:
     for key, value in data.items():
         if key in skip:
             continue
-        if key not in fields or key in internal:
+        if not isinstance(key, str) or key not in fields or key in internal:
             raise HFTransferError(
                 f"unknown key {_join(where, key)!r}; allowed keys: {', '.join(public)}"
             )
@@ -272,6 +297,79 @@ def build(cls: type, data: Any, where: str, skip: tuple[str, ...] = ()) -> Any:
 
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else str(key)
+
+
+def quote(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error quotes what it refuses, never a
+    whole (possibly huge) value."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxdict = 6
+    short.maxlevel = 2
+    text = short.repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """A message from a library, cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --------------------------------------------------------------------------- what no recipe may hold
+
+MAX_RECIPE_VALUES = 100_000
+"""More values than this (after YAML aliases are expanded) is no recipe but an alias bomb."""
+HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+# A recipe name becomes a directory (runs/NAME): a name, never a path (no separators, no
+# leading dot, nothing a file system or a shell treats specially).
+RUN_NAME = re.compile(r'^\w(?:[^/\\\x00-\x1f\x7f:*?"<>|]{0,126}[^/\\\x00-\x1f\x7f:*?"<>|. ])?$')
+
+
+def check_tree(data: Any) -> None:
+    """Refuse what no recipe section may hold, wherever it is: numbers that are not finite, NUL
+    characters, strings that look like access tokens (the recipe is saved with the run and
+    pushed with it), and more values than a recipe could need (YAML alias expansion)."""
+    seen = 0
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        seen += 1
+        if seen > MAX_RECIPE_VALUES:
+            raise HFTransferError(
+                f"the recipe expands to more than {MAX_RECIPE_VALUES:,} values (YAML aliases?); "
+                "a recipe is a short list of settings")
+        shown = where or "the recipe"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise HFTransferError(f"{shown} is {value}: numbers in a recipe must be finite")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise HFTransferError(f"{shown} contains a NUL character")
+            if HF_TOKEN.search(value):
+                raise HFTransferError(
+                    f"{shown} looks like a Hugging Face access token; tokens never go in a recipe "
+                    f"(it is saved with the run): {TOKEN_HINT}")
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                if isinstance(key, str) and ("\x00" in key or HF_TOKEN.search(key)):
+                    raise HFTransferError(f"a key under {shown} contains a NUL character or a token")
+                stack.append((_join(where, key), child))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{shown}[{i}]", child) for i, child in enumerate(value))
+
+
+TOKEN_HINT = "log in with `hf auth login` or set the HF_TOKEN environment variable"
+
+
+def check_seed(value: Any, where: str) -> None:
+    """Seeds feed numpy, which takes 0 .. 2**32 - 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 32:
+        raise HFTransferError(f"{where} must be a whole number from 0 to {2 ** 32 - 1}, got {quote(value)}")
+
+
+def run_name_from(stem: str) -> str:
+    """A usable run name from a recipe file's name (``my recipe.yaml`` -> ``my-recipe``)."""
+    name = re.sub(r'[/\\\x00-\x1f\x7f:*?"<>|]+', "-", stem).lstrip("-. ")[:128].rstrip(". ")
+    return name if RUN_NAME.match(name) else "run"
 
 
 # --------------------------------------------------------------------------- loading
@@ -399,8 +497,9 @@ def load_recipe(
     else:
         path = Path(source)
         data = _read_yaml(path)
-        default_name = path.stem
+        default_name = run_name_from(path.stem)
     data = apply_overrides(data, list(overrides or []))
+    check_tree(data)
     if "tasks" in data and data["tasks"] is not None and ("task" in data or "data" in data):
         raise HFTransferError(
             "a recipe with tasks: gives every task its own task: and data: under tasks.NAME; "
@@ -410,7 +509,7 @@ def load_recipe(
         if data.get(section) is None:
             data.pop(section, None)
         elif not isinstance(data[section], dict):
-            raise HFTransferError(f"{section} must be a mapping, got {data[section]!r}")
+            raise HFTransferError(f"{section} must be a mapping, got {quote(data[section])}")
     if isinstance(data.get("model"), str):  # `model: bert-base-uncased` shorthand
         data["model"] = {"name_or_path": data["model"]}
     recipe = build(Recipe, data, "")
@@ -444,8 +543,13 @@ def validate(recipe: Recipe) -> Recipe:
         )
     strategy_cls.validate_recipe(recipe)
     recipe.train = validate_training_arguments(recipe.train)
-    if recipe.name is not None and not str(recipe.name).strip():
+    if recipe.name is not None and not recipe.name.strip():
         raise HFTransferError("name must not be empty")
+    if recipe.name is not None and not RUN_NAME.match(recipe.name):
+        raise HFTransferError(
+            f"name {quote(recipe.name)} is not a usable run name: it names the run directory "
+            "(runs/NAME), so it starts with a letter, digit or '_', has no '/', '\\' or control "
+            "characters and at most 128 characters; pick another directory with --output-dir")
     return recipe
 
 
@@ -505,28 +609,96 @@ def _validate_tasks(tasks: Any) -> dict[str, TaskEntry]:
     return members
 
 
+# What every run gets unless the task, the strategy or the recipe says otherwise.
+KIT_DEFAULTS: dict[str, Any] = {
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64,
+    "weight_decay": 0.01,
+    # Batches of similar lengths: dynamic padding then pads SST-2-like data ~2x less.
+    "train_sampling_strategy": "group_by_length",
+    "eval_strategy": "no",
+    "save_strategy": "epoch",
+    "save_total_limit": 1,
+    "logging_strategy": "steps",
+    "logging_steps": 50,
+    "report_to": "none",
+    "seed": 0,
+    # One label per example: per-token loss averaging across processes does not apply, and with
+    # it the Trainer reports losses multiplied by the number of processes.
+    "average_tokens_across_devices": False,
+}
+
+
+def training_values(recipe: "Recipe", strategy_cls: Any, task: Any) -> dict[str, Any]:
+    """The training arguments a run uses: kit defaults < device defaults < task defaults <
+    strategy defaults < the recipe's ``train:``."""
+    import torch
+
+    # Pinned memory only helps copies to a GPU (and warns on every dataloader without one).
+    device_defaults: dict[str, Any] = {"dataloader_pin_memory": torch.cuda.is_available()}
+    if not torch.cuda.is_available() and world_size() > 1:
+        # Processes launched on CPUs: without use_cpu Accelerate finds no GPU and sets up no
+        # process group at all, so every process would train and evaluate alone.
+        device_defaults.update(use_cpu=True, ddp_backend="gloo")
+    values = {**KIT_DEFAULTS, **device_defaults, **task.training_defaults, **strategy_cls.defaults,
+              **recipe.train}
+    return best_model_needs_eval(values)
+
+
+def world_size() -> int:
+    """How many processes ``accelerate launch`` (or torchrun) started; 1 for a plain run."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def best_model_needs_eval(values: dict[str, Any]) -> dict[str, Any]:
+    """``load_best_model_at_end`` without an eval strategy evaluates whenever it saves."""
+    if values.get("load_best_model_at_end") and values.get("eval_strategy", "no") == "no":
+        values["eval_strategy"] = values.get("save_strategy", "epoch")
+    return values
+
+
 # Fields the kit owns: setting them in `train:` would break the run directory contract.
 _RESERVED_TRAIN_KEYS = {
     "output_dir": "use --output-dir on the command line",
     "resume_from_checkpoint": "use --resume on the command line",
     "do_train": "the kit always trains", "do_eval": "the kit decides", "do_predict": "the kit decides",
     "local_rank": "accelerate launch sets it",
+    # Credentials: the recipe is saved with the run (recipe.yaml, card, checkpoints) and pushed.
+    "hub_token": f"credentials never go in a recipe, which is saved with the run; {TOKEN_HINT}",
 }
+# The Trainer's own uploads would send checkpoints (with optimizer and RNG pickles) to the Hub
+# during training, past every check of `hftransfer push`.
+_UPLOAD_PREFIXES = ("push_to_hub", "hub_")
+_UPLOAD_HINT = ("the Trainer would upload checkpoints (with pickled optimizer and RNG state) during "
+                "training; publish a finished run with `hftransfer push RUN_DIR --repo-id ID`")
+# Bounds TrainingArguments does not check itself (a 0 batch size fails deep in the data loader).
+_AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size",
+                 "gradient_accumulation_steps", "eval_accumulation_steps")
+_NOT_NEGATIVE = ("learning_rate", "num_train_epochs", "weight_decay", "warmup_steps", "max_grad_norm",
+                 "dataloader_num_workers", "label_smoothing_factor", "adam_epsilon")
+_POSITIVE_IF_SET = ("logging_steps", "save_steps", "eval_steps")
 
 
 def validate_training_arguments(train: dict[str, Any]) -> dict[str, Any]:
-    """Check ``train:`` keys and value types against ``transformers.TrainingArguments``."""
+    """Check ``train:`` keys and value types against ``transformers.TrainingArguments``, and
+    the values that would fail (or train nothing) only once training runs."""
     from transformers import TrainingArguments
 
     fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
     hints = typing.get_type_hints(TrainingArguments)
     out = {}
     for key, value in train.items():
+        if not isinstance(key, str):
+            raise HFTransferError(f"train: key {quote(key)} is not a name; train accepts "
+                                  "transformers.TrainingArguments fields")
         if key in _RESERVED_TRAIN_KEYS:
             raise HFTransferError(f"train.{key} cannot be set in a recipe: {_RESERVED_TRAIN_KEYS[key]}")
+        if key.startswith(_UPLOAD_PREFIXES):
+            raise HFTransferError(f"train.{key} cannot be set in a recipe: {_UPLOAD_HINT}")
         if key not in fields:
-            import difflib
-
             close = difflib.get_close_matches(key, list(fields), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise HFTransferError(
@@ -537,17 +709,63 @@ def validate_training_arguments(train: dict[str, Any]) -> dict[str, Any]:
                 and all(a in (int, float, bool, str, type(None)) for a in typing.get_args(tp)):
             value = coerce(value, tp, f"train.{key}")
         out[key] = value
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0 and key in (
-            "learning_rate", "num_train_epochs", "per_device_train_batch_size",
-            "per_device_eval_batch_size", "weight_decay", "warmup_steps",
-        ):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and key in _AT_LEAST_ONE and value < 1:
+            raise HFTransferError(f"train.{key} must be at least 1, got {value}")
+        if number and key in _NOT_NEGATIVE and value < 0:
             raise HFTransferError(f"train.{key} must not be negative, got {value}")
+        if number and key in _POSITIVE_IF_SET and value <= 0:
+            raise HFTransferError(f"train.{key} must be above 0, got {value}")
+        if key in ("seed", "data_seed") and value is not None:
+            check_seed(value, f"train.{key}")
+    steps = out.get("max_steps", -1)
+    if isinstance(steps, int) and steps == 0 or isinstance(steps, int) and steps < -1:
+        raise HFTransferError(f"train.max_steps must be a positive number of steps (or -1 for "
+                              f"num_train_epochs), got {steps}")
+    if out.get("num_train_epochs") == 0 and not (isinstance(steps, int) and steps > 0):
+        raise HFTransferError("train.num_train_epochs is 0: the run would train nothing; give a "
+                              "number of epochs (or train.max_steps)")
+    _check_integrations(out)
     # Values TrainingArguments rejects, judged with the kit's defaults beneath them (as training
     # will run): `load_best_model_at_end` alone is fine, since the kit saves every epoch.
-    from .engine import KIT_DEFAULTS, best_model_needs_eval
-
     make_training_arguments(best_model_needs_eval({**KIT_DEFAULTS, **out}), "/nonexistent/hftransfer-validation")
     return out
+
+
+def _check_integrations(train: dict[str, Any]) -> None:
+    """``report_to``, ``deepspeed`` and ``fsdp`` name things that must exist on this machine."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    wanted = train.get("report_to")
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted or [])
+    available = set(get_available_reporting_integrations())
+    for name in wanted:
+        if name in ("none", "all") or name in available:
+            continue
+        if name in INTEGRATION_TO_CALLBACK:
+            raise HFTransferError(f"train.report_to: {name} is not installed here; install it "
+                                  f"(pip install {name}) or remove it from report_to")
+        raise HFTransferError(f"train.report_to: {quote(name)} is not a logging integration; valid: "
+                              f"none, all, {', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+    deepspeed = train.get("deepspeed")
+    if deepspeed:
+        if importlib.util.find_spec("deepspeed") is None:
+            raise HFTransferError(
+                "train.deepspeed needs the package deepspeed, which is not installed here "
+                "(pip install deepspeed, on a machine with GPUs); or launch with an Accelerate "
+                "config instead (recipes/accelerate/deepspeed-zero2.yaml)")
+        if isinstance(deepspeed, str) and not Path(os.path.expanduser(deepspeed)).is_file():
+            raise HFTransferError(f"train.deepspeed: config file {quote(deepspeed)} does not exist")
+
+
+def check_distributed(values: dict[str, Any]) -> None:
+    """Settings that need ``accelerate launch`` with several processes, checked when a run starts."""
+    if values.get("fsdp") and world_size() < 2:
+        raise HFTransferError(
+            "train.fsdp shards the model over several processes, and this run has one; launch it "
+            "with accelerate launch --num_processes N (see recipes/accelerate/fsdp.yaml), or "
+            "remove train.fsdp")
 
 
 def make_training_arguments(values: dict[str, Any], output_dir: str):
@@ -556,11 +774,11 @@ def make_training_arguments(values: dict[str, Any], output_dir: str):
 
     try:
         return TrainingArguments(output_dir=output_dir, **values)
-    except (ValueError, TypeError) as exc:
-        message = str(exc).splitlines()[0]
+    except (ValueError, TypeError, OSError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         culprit = next((k for k in values if _rejects(k, values[k])), None)
         where = f"train.{culprit}" if culprit else "train"
-        raise HFTransferError(f"{where}: {message}") from None
+        raise HFTransferError(f"{where}: {clip(message)}") from None
 
 
 def _rejects(key: str, value: Any) -> bool:
@@ -569,5 +787,5 @@ def _rejects(key: str, value: Any) -> bool:
     try:
         TrainingArguments(output_dir="/nonexistent/hftransfer-validation", **{key: value})
         return False
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OSError):
         return True

@@ -41,9 +41,8 @@ def register_strategy(name: str) -> Callable[[type[T]], type[T]]:
 def _lookup(table: dict[str, type], kind: str, name: str, where: str) -> type:
     _load_builtins()
     if name not in table:
-        raise HFTransferError(
-            f"unknown {kind} {name!r} at {where}; valid: {', '.join(sorted(table))}"
-        )
+        shown = repr(name) if len(str(name)) <= 60 else repr(str(name)[:60]) + "..."
+        raise HFTransferError(f"unknown {kind} {shown} at {where}; valid: {', '.join(sorted(table))}")
     return table[name]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import HFTransferError
-from .models import load_config, load_pretrained, source_config, source_location
+from .models import load_adapter, load_config, load_pretrained, source_config, source_location
 from .registry import register_strategy
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class Strategy:
     @property
     def trainer_class(self) -> type:
         """The Trainer subclass that runs this strategy."""
-        from .engine import TransferTrainer
+        from .trainer import TransferTrainer
 
         return TransferTrainer
 
@@ -521,13 +521,11 @@ class PeftAdapter(Strategy):
         base.config.save_pretrained(directory)
 
     def load_trained(self, run_dir, spec):
-        from peft import PeftModel
-
         from .models import ModelSpec as _Spec
 
         config = load_config(str(run_dir), _Spec(name_or_path=str(run_dir)))
         base = load_pretrained(self.task.auto_class, source_location(spec), spec, config=config)
-        return PeftModel.from_pretrained(base, str(run_dir))
+        return load_adapter(base, Path(run_dir))
 
 
 def _check_targets(targets: Any, names: list[str]) -> None:

@@ -68,6 +68,14 @@ def assert_cli_error(rc: int, err: str, *needles: str) -> str:
     return errors[0]
 
 
+def mark_as_kit_made(folder: Path, state: str, files: list[str] | None = None) -> None:
+    """Give a hand-made folder the marker the kit writes into the run folders it makes."""
+    from hftransfer import rundir
+
+    rundir.write_json(folder / rundir.MARKER, {"made_by": "hftransfer", "state": state,
+                                               "files": files or [], "record": {}})
+
+
 def tree(root: Path) -> dict[str, bytes | None]:
     """Every path under root with its bytes: equal trees mean nothing was written or removed."""
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 
-from helpers import assert_cli_error, run_cli, tree
+from helpers import assert_cli_error, mark_as_kit_made, run_cli, tree
 
 
 # --------------------------------------------------------------------------- helpers
@@ -47,8 +47,10 @@ def write_recipe(path: Path, recipe: dict) -> Path:
 
 
 def fake_run(path: Path) -> Path:
-    """A directory that looks like a finished run, with contents we can recognise later."""
+    """A finished run of the kit (it carries the kit's marker), with contents we can recognise
+    later."""
     path.mkdir(parents=True)
+    mark_as_kit_made(path, "finished", ["recipe.yaml", "metrics.json", "model.safetensors", "checkpoints"])
     (path / "recipe.yaml").write_text("name: precious\n")
     (path / "metrics.json").write_text('{"precious": true}\n')
     (path / "model.safetensors").write_bytes(b"precious weights")
@@ -194,6 +196,7 @@ def test_user_error_keeps_a_crashed_runs_checkpoints(tmp_path, work, capsys, tin
     # user mistake (here: a missing data file) must not have deleted them on the way.
     stage = tmp_path / ".run.partial"
     (stage / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    mark_as_kit_made(stage, "training")
     (stage / "checkpoints" / "checkpoint-4" / "trainer_state.json").write_text("{}")
     recipe = write_recipe(tmp_path / "recipe.yaml", recipe_dict(
         tiny_model_dir, toy_data, data={"train": str(tmp_path / "typo.csv")}))

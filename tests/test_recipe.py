@@ -145,7 +145,7 @@ def test_model_shorthand_string(tmp_path):
 def test_train_accepts_training_arguments_fields(tmp_path):
     from transformers import TrainingArguments
 
-    from hftransfer.engine import training_arguments
+    from hftransfer.recipe import make_training_arguments, training_values
     from hftransfer.registry import get_strategy, get_task
 
     train = {"gradient_accumulation_steps": 2, "lr_scheduler_type": "cosine",
@@ -156,7 +156,8 @@ def test_train_accepts_training_arguments_fields(tmp_path):
     assert set(train) <= fields
     recipe = load_recipe(base_recipe(tmp_path, train=train))
     assert recipe.train["learning_rate"] == pytest.approx(3e-5)  # "3e-5" string -> float
-    args = training_arguments(recipe, get_strategy("full"), get_task("text-classification"), tmp_path / "out")
+    values = training_values(recipe, get_strategy("full"), get_task("text-classification"))
+    args = make_training_arguments(values, str(tmp_path / "out"))
     assert args.gradient_accumulation_steps == 2
     assert str(args.lr_scheduler_type).endswith("cosine") or args.lr_scheduler_type == "cosine"
     assert args.label_smoothing_factor == pytest.approx(0.1)
@@ -393,8 +394,10 @@ def test_recipe_empty_or_not_a_mapping(tmp_path, text, needle):
 # --------------------------------------------------------------------------- the CLI
 
 
-def test_cli_validate_ok(tmp_path, capsys):
-    path = write_yaml(tmp_path / "ok.yaml", yaml.safe_dump(base_recipe(tmp_path)))
+def test_cli_validate_ok(tmp_path, capsys, tiny_model_dir, toy_data):
+    recipe = base_recipe(tmp_path, model={"name_or_path": str(tiny_model_dir)},
+                         data={"train": str(toy_data / "train.csv")})
+    path = write_yaml(tmp_path / "ok.yaml", yaml.safe_dump(recipe))
     rc, out, err = run_cli(capsys, "validate", path, "train.learning_rate=2e-4")
     assert rc == 0, err
     assert out.startswith("ok:") and "text-classification" in out and "full" in out

@@ -108,11 +108,12 @@ def test_l2sp_keeps_weights_closer_to_the_source(tiny_recipe, tmp_path):
 
 
 def test_layer_wise_rates_are_monotone_in_depth(tiny_recipe, tmp_path):
-    from hftransfer.engine import TransferTrainer, training_arguments
+    from hftransfer.recipe import make_training_arguments, training_values
+    from hftransfer.trainer import TransferTrainer
 
     recipe = load_recipe(tiny_recipe("full", strategy={"layer_lr_decay": 0.5}))
     strategy, model = _strategy(tiny_recipe, layer_lr_decay=0.5)
-    args = training_arguments(recipe, type(strategy), type(strategy.task), tmp_path)
+    args = make_training_arguments(training_values(recipe, type(strategy), type(strategy.task)), str(tmp_path))
     trainer = TransferTrainer(model=model, args=args, strategy=strategy)
     optimizer = trainer.create_optimizer()
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}

@@ -70,7 +70,7 @@ def test_lora_trains_under_one_percent_plus_head_and_keeps_base(runs, tiny_model
 
 
 def test_lora_base_weights_unchanged(tiny_model_dir, tiny_recipe, tmp_path):
-    from hftransfer.engine import TransferTrainer
+    from hftransfer.trainer import TransferTrainer
 
     captured = {}
     original = TransferTrainer.train

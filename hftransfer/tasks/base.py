@@ -5,6 +5,7 @@ with it unchanged. A new task is one class registered with ``@register_task(NAME
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -156,6 +157,42 @@ def label_str(value: Any) -> str:
     return str(value).strip()
 
 
+def label_problem(value: Any) -> str | None:
+    """Why a cell is no usable label (empty, NaN, a list...), or None when it is one."""
+    if value is None or isinstance(value, float) and math.isnan(value):
+        return "an empty label"
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} ({str(value)[:40]}) where a label belongs"
+    if isinstance(value, float) and math.isinf(value):
+        return f"the label {value}, which is no class"
+    if not label_str(value):
+        return "an empty label"
+    return None
+
+
+def text_problem(value: Any) -> str | None:
+    """Why a cell is no usable text (missing, empty or blank, not a string), or None."""
+    if value is None or isinstance(value, str) and not value.strip():
+        return "an empty text"
+    if not isinstance(value, str):
+        return f"{str(value)[:40]!r}, which is not text"
+    return None
+
+
+def max_text_length(requested: int | None, tokenizer: Any, limit: int | None) -> int:
+    """How many tokens an input keeps: ``task.max_length`` if set (never beyond the model's
+    position limit: the run would fail on the first long input, mid-training), else the
+    tokenizer's limit, at most 512 and at most the model's."""
+    if requested:
+        if limit is not None and requested > limit:
+            raise HFTransferError(
+                f"task.max_length is {requested}, but the model has position embeddings for "
+                f"{limit} tokens; set task.max_length to at most {limit}")
+        return requested
+    default = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+    return int(min(default, limit) if limit else default)
+
+
 def sort_key(name: str):
     """Label order: numbers numerically, then names alphabetically."""
     try:
@@ -178,9 +215,10 @@ class ClassificationTask(Task):
     def check_label_column(self, ds, where) -> None:
         column = self.require_column(ds, "label_column", where)
         for row, value in enumerate(ds[column], start=1):
-            if value is None or label_str(value) == "":
+            problem = label_problem(value)
+            if problem:
                 raise HFTransferError(
-                    f"{where}: row {row} has an empty label in column {column!r}; "
+                    f"{where}: row {row} has {problem} in column {column!r}; "
                     "fill it in or remove the row"
                 )
 

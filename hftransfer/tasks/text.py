@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import HFTransferError
 from ..registry import register_task
-from .base import ClassificationTask, label_str
+from .base import ClassificationTask, max_text_length, text_problem
 
 logger = logging.getLogger("hftransfer")
 
@@ -19,6 +19,8 @@ class TextClassification(ClassificationTask):
     auto_class_name = "AutoModelForSequenceClassification"
     pipeline_tag = "text-classification"
     peft_task_type = "SEQ_CLS"
+    position_limit: int | None = None
+    """How many tokens the model's position embeddings cover (set by load_processor)."""
 
     @dataclass
     class Options:
@@ -47,33 +49,31 @@ class TextClassification(ClassificationTask):
         if len(ds) == 0:
             raise HFTransferError(f"{where}: no rows")
         for key, column in self._columns(labelled):
-            values = ds[column]
-            for row, value in enumerate(values, start=1):
-                if value is None or (key == "label_column" and label_str(value) == ""):
-                    what = "label" if key == "label_column" else "text"
+            if key == "label_column":
+                self.check_label_column(ds, where)
+                continue
+            for row, value in enumerate(ds[column], start=1):
+                problem = text_problem(value)
+                if problem:
                     raise HFTransferError(
-                        f"{where}: row {row} has an empty {what} in column {column!r}; "
+                        f"{where}: row {row} has {problem} in column {column!r}; "
                         "fill it in or remove the row"
-                    )
-                if key != "label_column" and not isinstance(value, str):
-                    raise HFTransferError(
-                        f"{where}: row {row} of column {column!r} is not text ({value!r})"
                     )
         return ds
 
     def _max_length(self, tokenizer) -> int:
-        if self.options.max_length:
-            return self.options.max_length
-        limit = getattr(tokenizer, "model_max_length", 512) or 512
-        return int(min(limit, 512))
+        return max_text_length(self.options.max_length, tokenizer, self.position_limit)
 
     def _encode(self, tokenizer, texts, pairs=None):
         return tokenizer(texts, pairs, truncation=True, max_length=self._max_length(tokenizer))
 
     def load_processor(self, location, spec, config):
-        from ..models import load_text_processor
+        from ..models import load_text_processor, position_limit
 
-        return load_text_processor(location, spec, config)
+        tokenizer = load_text_processor(location, spec, config)
+        self.position_limit = position_limit(config)
+        self._max_length(tokenizer)  # a max_length beyond the model's positions fails here
+        return tokenizer
 
     def preprocess(self, ds, processor, labels, training=False):
         o = self.options

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import HFTransferError
 from ..registry import register_task
-from .base import Task, label_str
+from .base import Task, label_str, max_text_length
 
 logger = logging.getLogger("hftransfer")
 
@@ -93,6 +93,8 @@ class TokenClassification(Task):
     pipeline_tag = "token-classification"
     peft_task_type = "TOKEN_CLS"
     primary_metric = "f1"
+    position_limit: int | None = None
+    """How many tokens the model's position embeddings cover (set by load_processor)."""
 
     @dataclass
     class Options:
@@ -192,7 +194,7 @@ class TokenClassification(Task):
 
     # --- model inputs -----------------------------------------------------------------------
     def load_processor(self, location, spec, config):
-        from ..models import load_text_processor
+        from ..models import load_text_processor, position_limit
 
         tokenizer = load_text_processor(location, spec, config)
         if not tokenizer.is_fast:
@@ -200,12 +202,12 @@ class TokenClassification(Task):
                 f"token-classification needs a fast tokenizer (word alignment), and "
                 f"{spec.processor or spec.name_or_path!r} has only a slow one"
             )
+        self.position_limit = position_limit(config)
+        self._max_length(tokenizer)  # a max_length beyond the model's positions fails here
         return tokenizer
 
     def _max_length(self, tokenizer) -> int:
-        if self.options.max_length:
-            return self.options.max_length
-        return int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
+        return max_text_length(self.options.max_length, tokenizer, self.position_limit)
 
     def preprocess(self, ds, processor, labels, training=False):
         o = self.options
