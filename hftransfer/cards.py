@@ -1,9 +1,12 @@
 """Model cards: Hub metadata (base model, library, pipeline tag, license, model-index) and a body
 that records how the model was transferred, what it scored and how to reproduce it.
 
-Every run writes one (``RUN/README.md``); ``hftransfer card RUN`` re-renders it and
-``hftransfer push --merge-adapter`` renders the card of the merged model. The card is built from
-the resolved recipe and ``metrics.json`` only, so re-rendering is deterministic.
+A card is rendered from the run's own files only — ``recipe.yaml``, ``metrics.json``,
+``logs/training_args.json`` (the effective training arguments the engine recorded) and the
+adapter's ``adapter_config.json`` — so ``hftransfer card RUN`` gives the same bytes every time,
+and an old run keeps its card when a default of the kit changes. Every run writes its cards
+(``RUN/README.md``, and ``RUN/tasks/NAME/README.md`` for a multi-task run);
+``hftransfer push --merge-adapter`` renders the card of the merged model.
 
 ``metrics.json`` may carry a ``baseline`` entry (for example the ``scratch`` run of the same
 recipe, filled by whatever compared them)::
@@ -15,15 +18,19 @@ this model's results only). Without it the card shows no baseline: numbers are n
 """
 from __future__ import annotations
 
-import os
+import json
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-if TYPE_CHECKING:
-    from .recipe import Recipe
+from . import rundir
+from .models import is_hub_id
+from .recipe import Recipe, load_recipe
+from .registry import get_strategy, get_task
 
 # Training arguments worth a row in the card, in display order (when known for the run).
 HYPERPARAMETERS = (
@@ -35,40 +42,36 @@ HYPERPARAMETERS = (
 _NOT_METRICS = ("loss", "epoch", "runtime", "samples_per_second", "steps_per_second")
 
 
-def _is_hub_id(name: Any) -> bool:
-    """A plausible Hub repo id that is not also a path on this machine."""
-    if not isinstance(name, str) or not name or name.startswith((".", "/", "~")):
-        return False
+@dataclass
+class RunFiles:
+    """What a card is rendered from: a run's own files."""
+
+    recipe: Recipe
+    metrics: dict[str, Any]
+    training_args: dict[str, Any] | None
+    """The effective training arguments (None for runs from before the kit recorded them)."""
+    adapter: dict[str, Any] | None
+    """The adapter's ``adapter_config.json`` (None for a run that saved a whole model)."""
+
+
+def read_run(run_dir: Path, model_dir: Path | None = None, metrics: dict[str, Any] | None = None) -> RunFiles:
+    """The files a card needs, from ``run_dir`` (the adapter's from ``model_dir``, a task's
+    folder of a multi-task run, when given). ``metrics``: the content of metrics.json while the
+    engine stages a run (it writes that file last, as the mark of a finished run)."""
+    args_file = run_dir / rundir.TRAINING_ARGS
+    adapter_file = (model_dir or run_dir) / "adapter_config.json"
+    metrics = metrics if metrics is not None else rundir.read_metrics(run_dir)
+    return RunFiles(recipe=load_recipe(run_dir / rundir.RECIPE), metrics=metrics,
+                    training_args=_json(args_file) if args_file.is_file() else None,
+                    adapter=_json(adapter_file) if adapter_file.is_file() else None)
+
+
+def _json(path: Path) -> dict[str, Any]:
     try:
-        from huggingface_hub.utils import validate_repo_id
-
-        validate_repo_id(name)
-    except Exception:  # HFValidationError; any failure means "not a Hub id"
-        return False
-    return not Path(os.path.expanduser(name)).exists()
-
-
-def source_license(recipe: "Recipe") -> dict[str, str]:
-    """``license`` (and ``license_name``/``license_link``) of the source model, when known.
-
-    Read from the front matter of the source's ``README.md`` when the source is a local
-    directory (the embedded MiniLM, a downloaded model, another hftransfer run); empty otherwise.
-    """
-    from .models import embedded_model_path, is_embedded
-
-    name = recipe.model.name_or_path
-    try:
-        path = Path(embedded_model_path()) if is_embedded(name) else Path(os.path.expanduser(name))
-        readme = path / "README.md"
-        if not readme.is_file():
-            return {}
-        from huggingface_hub import metadata_load
-
-        meta = metadata_load(readme) or {}
-    except Exception:  # a missing package or a malformed front matter: the license is unknown
-        return {}
-    return {key: str(meta[key]) for key in ("license", "license_name", "license_link")
-            if isinstance(meta.get(key), (str, int, float)) and str(meta[key]).strip()}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    return data if isinstance(data, dict) else {}
 
 
 def _metric_names(*tables: dict[str, Any]) -> list[str]:
@@ -97,76 +100,59 @@ def _inline(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
-def _hyperparameters(recipe: "Recipe", metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    from .recipe import training_values
-    from .multitask import task_for
-    from .registry import get_strategy
-
-    values = training_values(recipe, get_strategy(recipe.strategy_name), task_for(recipe))
+def _hyperparameters(run: RunFiles) -> list[tuple[str, str]]:
+    """The training arguments worth a row, as the run recorded them."""
+    recorded = run.training_args is not None
+    values = run.training_args if recorded else dict(run.recipe.train)
     rows = [(key, _fmt_setting(values[key])) for key in HYPERPARAMETERS if key in values]
     warmup = values.get("warmup_steps")
     if isinstance(warmup, float) and 0 < warmup < 1:  # transformers reads it as a fraction of the steps
         rows = [(k, f"{v} (a fraction of the training steps)" if k == "warmup_steps" else v) for k, v in rows]
-    world = int(metrics.get("train", {}).get("world_size", 1) or 1)
+    world = int(run.metrics.get("train", {}).get("world_size", 1) or 1)
     batch = values.get("per_device_train_batch_size")
     if isinstance(batch, int):
         accum = int(values.get("gradient_accumulation_steps", 1) or 1)
         rows.append(("effective batch size",
                      f"{batch * accum * world} ({batch} × {accum} accumulation × {world} process(es))"))
-    data_seed = recipe.data.seed if recipe.data.seed is not None else values.get("seed")
+    data_seed = run.recipe.data.seed if run.recipe.data.seed is not None else values.get("seed")
     if data_seed is not None:
         rows.append(("data seed (splits, budgets)", _fmt_setting(data_seed)))
-    options = {k: v for k, v in recipe.strategy.items() if k != "name"}
-    rows.append((f"strategy `{recipe.strategy_name}` options", f"`{_inline(options)}`" if options else "defaults"))
+    options = {k: v for k, v in run.recipe.strategy.items() if k != "name"}
+    rows.append((f"strategy `{run.recipe.strategy_name}` options", f"`{_inline(options)}`" if options else "defaults"))
+    if not recorded:
+        rows.append(("(recorded)", "the recipe's own `train:` settings; this run predates the record "
+                                   "of the effective arguments"))
     return rows
 
 
-def _what_trained(recipe: "Recipe", strategy_cls: Any, task_cls: Any) -> str:
-    """One sentence on which parameters moved, from the strategy and its effective options."""
-    text = strategy_cls.description
-    options = recipe.strategy_options
-    adapters = getattr(options, "adapters", None)
-    if (hasattr(strategy_cls, "peft_config") or adapters) and options is not None:
-        try:
-            config = (strategy_cls.adapter_config(options, task_cls.peft_task_type) if adapters
-                      else strategy_cls.peft_config(options, task_cls.peft_task_type))
-        except Exception:  # the card must render even if PEFT changed; the description still holds
-            return text
-        shown = {k: getattr(config, k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")
-                 if getattr(config, k, None) is not None}
-        if isinstance(shown.get("target_modules"), (set, frozenset)):
-            shown["target_modules"] = sorted(shown["target_modules"])
-        peft_type = getattr(getattr(config, "peft_type", None), "value", "adapter")
-        text += f"; {peft_type}" + (f" `{_inline(shown)}`" if shown else "")
-        if "target_modules" not in shown:
-            text += " (PEFT's default target modules for the architecture)"
+def _what_trained(run: RunFiles, description: str) -> str:
+    """One sentence on which parameters moved: the strategy, and the adapter as it was saved."""
+    if not run.adapter:
+        return description
+    shown = {k: run.adapter[k] for k in ("r", "lora_alpha", "lora_dropout", "target_modules")
+             if run.adapter.get(k) is not None}
+    if isinstance(shown.get("target_modules"), list):
+        shown["target_modules"] = sorted(shown["target_modules"])
+    text = f"{description}; {run.adapter.get('peft_type', 'adapter')}" + (f" `{_inline(shown)}`" if shown else "")
     return text
 
 
-def render_card(recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = False,
-                adapter: bool | None = None, whole_recipe: "Recipe | None" = None,
-                companions: list[tuple[str, str]] | None = None):
-    """A ``huggingface_hub.ModelCard`` for a run's recipe and metrics.
-
-    ``merged=True`` renders the card of an adapter run whose adapter was merged into the base
-    weights (``hftransfer push --merge-adapter``): a plain transformers model. One task of a
-    multi-task run passes its own view of the recipe, the ``whole_recipe`` that reproduces it
-    and its ``companions`` (the other tasks' names and types).
-    """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    from .registry import get_strategy, get_task
-
+def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | None = None,
+                companions: list[tuple[str, str]] | None = None) -> ModelCard:
+    """The card of a run (or of one task of a multi-task run, given as its own view of the
+    files, the ``whole_recipe`` that reproduces it and its ``companions``: the other tasks'
+    names and types). ``merged=True`` renders the card of an adapter run whose adapter was
+    merged into the base weights (``hftransfer push --merge-adapter``): a plain transformers
+    model."""
+    recipe, metrics = run.recipe, run.metrics
     task_cls = get_task(recipe.task_type)
     strategy_cls = get_strategy(recipe.strategy_name)
-    if adapter is None:
-        adapter = strategy_cls.saves_adapter
-    adapter = adapter and not merged
+    adapter = run.adapter is not None and not merged
     splits = [s for s in ("validation", "test") if isinstance(metrics.get(s), dict)]
     metric_names = _metric_names(*(metrics[s] for s in splits))
     model_name = recipe.name or "hftransfer-run"
     base_model = str(metrics.get("base_model") or recipe.model.name_or_path)
-    dataset = recipe.data.dataset if _is_hub_id(recipe.data.dataset) else None
+    dataset = recipe.data.dataset if is_hub_id(recipe.data.dataset) else None
     dataset_name = recipe.data.dataset or recipe.name or "custom"
     results = [
         EvalResult(task_type=task_cls.pipeline_tag, dataset_type=dataset_name, dataset_name=dataset_name,
@@ -177,7 +163,7 @@ def render_card(recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = Fal
         if isinstance(metrics[split].get(name), (int, float))
     ]
     data = ModelCardData(
-        base_model=base_model if _is_hub_id(base_model) else None,
+        base_model=base_model if is_hub_id(base_model) else None,
         library_name="peft" if adapter else "transformers",
         pipeline_tag=task_cls.pipeline_tag,
         tags=["hftransfer", f"strategy-{recipe.strategy_name}", recipe.task_type]
@@ -185,7 +171,7 @@ def render_card(recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = Fal
         datasets=[dataset] if dataset else None,
         model_name=model_name,
         eval_results=results or None,
-        **source_license(recipe),
+        **_license(metrics),
     )
 
     # Results: this run's splits, then the baseline's when metrics.json carries one.
@@ -222,7 +208,7 @@ def render_card(recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = Fal
         pipeline_tag=task_cls.pipeline_tag, auto_class=task_cls.auto_class_name,
         processor_class=task_cls.processor_auto_class, processor_arg=task_cls.pipeline_processor_arg,
         strategy_description=strategy_cls.description,
-        what_trained=_what_trained(recipe, strategy_cls, task_cls),
+        what_trained=_what_trained(run, strategy_cls.description),
         adapter=adapter, merged=merged,
         trainable=f"{params.get('trainable', 0):,}", total=f"{params.get('total', 0):,}",
         trainable_pct=f"{100 * params.get('trainable', 0) / total:.2f}%",
@@ -233,7 +219,7 @@ def render_card(recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = Fal
         labels=", ".join(f"`{label}`" for label in metrics.get("labels", [])),
         transfer=[(k, _fmt_setting(v)) for k, v in transfer.items() if not isinstance(v, (dict, list))],
         metric_names=metric_names, result_rows=result_rows, has_baseline=bool(baseline_splits),
-        hyperparameters=_hyperparameters(recipe, metrics),
+        hyperparameters=_hyperparameters(run),
         runtime=train.get("runtime_s", "?"), samples_per_second=train.get("samples_per_second", "?"),
         peak_rss=train.get("peak_rss_mb", "?"), world_size=train.get("world_size", 1),
         recipe=(whole_recipe or recipe).to_yaml().strip(),
@@ -242,18 +228,46 @@ def render_card(recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = Fal
     )
 
 
-def write_card(run_dir: Path, recipe: "Recipe", metrics: dict[str, Any], *, merged: bool = False) -> Path:
-    """Render the card into ``run_dir/README.md`` and return its path."""
-    path = Path(run_dir) / "README.md"
-    card = render_multitask_card(recipe, metrics) if recipe.is_multitask else render_card(recipe, metrics, merged=merged)
-    card.save(str(path))
+def _license(metrics: dict[str, Any]) -> dict[str, str]:
+    """The source model's license as the run recorded it (its README's front matter)."""
+    recorded = metrics.get("base_model_license")
+    if not isinstance(recorded, dict):
+        return {}
+    return {k: str(v) for k, v in recorded.items() if k in ("license", "license_name", "license_link")}
+
+
+def card_of(run_dir: Path, task: str | None = None, metrics: dict[str, Any] | None = None) -> ModelCard:
+    """The card of a run, or of one task of a multi-task run, rendered from the run's files."""
+    run = read_run(run_dir, metrics=metrics)
+    if task is None:
+        return render_multitask_card(run) if run.recipe.is_multitask else render_card(run)
+    folder = run_dir / rundir.TASKS / task
+    companions = [(other, entry.task_type) for other, entry in run.recipe.members.items() if other != task]
+    view = replace(read_run(run_dir, folder, run.metrics), recipe=task_view(run.recipe, task),
+                   metrics=task_metrics_view(run.metrics, task))
+    return render_card(view, whole_recipe=run.recipe, companions=companions)
+
+
+def write_cards(run_dir: Path, metrics: dict[str, Any] | None = None) -> list[Path]:
+    """Render a run's cards from its files: ``README.md``, and for a multi-task run every
+    ``tasks/NAME/README.md``. Returns their paths. (``metrics``: see :func:`read_run`.)"""
+    run_dir = Path(run_dir)
+    recipe = load_recipe(run_dir / rundir.RECIPE)
+    paths = [run_dir / "README.md"] + [run_dir / rundir.TASKS / name / "README.md" for name in recipe.members]
+    for path, task in zip(paths, [None, *recipe.members]):
+        card_of(run_dir, task, metrics).save(str(path))
+    return paths
+
+
+def write_merged_card(run_dir: Path, out_dir: Path) -> Path:
+    """The card of ``run_dir``'s adapter merged into its base, written into ``out_dir``."""
+    path = Path(out_dir) / "README.md"
+    render_card(read_run(Path(run_dir)), merged=True).save(str(path))
     return path
 
 
-def task_view(recipe: "Recipe", name: str) -> "Recipe":
+def task_view(recipe: Recipe, name: str) -> Recipe:
     """One task of a multi-task recipe as a single-task recipe (for its card)."""
-    from .recipe import Recipe
-
     entry = recipe.members[name]
     return Recipe(name=f"{recipe.name or 'multitask'}-{name}", model=recipe.model, task=entry.task,
                   data=entry.data, strategy=recipe.strategy, train=recipe.train,
@@ -262,7 +276,8 @@ def task_view(recipe: "Recipe", name: str) -> "Recipe":
 
 def task_metrics_view(metrics: dict[str, Any], name: str) -> dict[str, Any]:
     """One task's share of a multi-task run's metrics.json."""
-    out = {key: metrics[key] for key in ("strategy", "base_model", "train") if key in metrics}
+    out = {key: metrics[key] for key in ("strategy", "base_model", "base_model_license", "train")
+           if key in metrics}
     out["task"] = metrics.get("tasks", {}).get(name)
     out["labels"] = metrics.get("labels", {}).get(name, [])
     out["data"] = metrics.get("data", {}).get(name, {})
@@ -273,22 +288,9 @@ def task_metrics_view(metrics: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
-def write_task_cards(run_dir: Path, recipe: "Recipe", metrics: dict[str, Any]) -> None:
-    """``RUN/tasks/NAME/README.md`` for every task of a multi-task run."""
-    adapters = getattr(recipe.strategy_options, "adapters", None) is not None
-    for name in recipe.members:
-        companions = [(other, entry.task_type) for other, entry in recipe.members.items() if other != name]
-        card = render_card(task_view(recipe, name), task_metrics_view(metrics, name), adapter=adapters,
-                           whole_recipe=recipe, companions=companions)
-        card.save(str(Path(run_dir) / "tasks" / name / "README.md"))
-
-
-def render_multitask_card(recipe: "Recipe", metrics: dict[str, Any]):
+def render_multitask_card(run: RunFiles) -> ModelCard:
     """The card of a multi-task run directory: every task's results and where its model is."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    from .registry import get_strategy, get_task
-
+    recipe, metrics = run.recipe, run.metrics
     base_model = str(metrics.get("base_model") or recipe.model.name_or_path)
     rows = []
     for name, entry in recipe.members.items():
@@ -300,11 +302,11 @@ def render_multitask_card(recipe: "Recipe", metrics: dict[str, Any]):
                      f"{params.get('trainable', 0):,} ({params.get('percent', 0):.2f}%)", task_cls.pipeline_tag))
     combined = [_fmt((metrics.get(split) or {}).get("combined")) for split in ("validation", "test")]
     data = ModelCardData(
-        base_model=base_model if _is_hub_id(base_model) else None,
+        base_model=base_model if is_hub_id(base_model) else None,
         library_name="transformers",
         tags=["hftransfer", "strategy-multitask", "multi-task"] + sorted({e.task_type for e in recipe.members.values()}),
         model_name=recipe.name or "hftransfer-multitask",
-        **source_license(recipe),
+        **_license(metrics),
     )
     train = metrics.get("train", {})
     template = resources.files("hftransfer").joinpath("templates/multitask_card.md").read_text("utf-8")
@@ -312,7 +314,7 @@ def render_multitask_card(recipe: "Recipe", metrics: dict[str, Any]):
         data, template_str=template, name=recipe.name or "hftransfer-multitask", base_model=base_model,
         description=get_strategy(recipe.strategy_name).description, rows=rows, combined=combined,
         adapters=getattr(recipe.strategy_options, "adapters", None),
-        hyperparameters=_hyperparameters(recipe, metrics),
+        hyperparameters=_hyperparameters(run),
         runtime=train.get("runtime_s", "?"), steps=train.get("steps", "?"),
         world_size=train.get("world_size", 1), recipe=recipe.to_yaml().strip(), license=data.license,
     )

@@ -7,8 +7,11 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .errors import HFTransferError
+from .registry import load
+from .rundir import require_finished_run, task_model_dir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -17,11 +20,15 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .engine import train
+def _api() -> Any:
+    # The deep-learning stack loads only when a command needs it: `--help` and argument errors
+    # stay instant.
+    return load("hftransfer.api")
 
-    result = train(args.recipe, args.overrides, output_dir=args.output_dir,
-                   overwrite=args.overwrite, resume=args.resume)
+
+def _train(args: argparse.Namespace) -> int:
+    result = _api().train(args.recipe, args.overrides, output_dir=args.output_dir,
+                          overwrite=args.overwrite, resume=args.resume)
     if result.metrics is not None and _is_main():
         summary = {s: result.metrics[s] for s in ("validation", "test") if s in result.metrics}
         print(f"run saved to {result.run_dir}")
@@ -30,10 +37,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .engine import check
-
     # What `train` checks before it loads weights: recipe, source model config, data, processor.
-    setup = check(args.recipe, args.overrides)
+    setup = _api().check(args.recipe, args.overrides)
     recipe = setup.recipe
     what = recipe.task_type
     if recipe.is_multitask:
@@ -46,16 +51,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .engine import evaluate_run
-
-    print(json.dumps(evaluate_run(args.run_dir, split=args.split, data=args.data, task=args.task), indent=2))
+    print(json.dumps(_api().evaluate(args.run_dir, split=args.split, data=args.data, task=args.task), indent=2))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .engine import load_run, run_task
-    from .rundir import task_model_dir
-
+    api = _api()
     inputs = list(args.texts)
     if args.file:
         try:
@@ -67,8 +68,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise HFTransferError("predict: give inputs (texts, or image/audio file paths) as arguments "
                               "or --file PATH (one per line, - for stdin)")
     task_model_dir(Path(args.run_dir), args.task)  # a wrong --task fails before any model loads
-    run = load_run(args.run_dir)
-    task, model, _ = run_task(run, args.task)
+    run = api.load_run(args.run_dir)
+    task, model, _ = api.run_task(run, args.task)
     if getattr(task.options, "text_pair_column", None):
         pairs = []
         for line in inputs:
@@ -89,16 +90,14 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from .registry import STRATEGIES, TASKS, _load_builtins
-
-    _load_builtins()
+    api = _api()
     print("strategies:")
-    for name, cls in sorted(STRATEGIES.items()):
+    for name, cls in api.strategies().items():
         defaults = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
         print(f"  {name:20s} {cls.description}")
         print(f"  {'':20s} defaults: {defaults}")
     print("tasks:")
-    for name, cls in sorted(TASKS.items()):
+    for name, cls in api.tasks().items():
         print(f"  {name:20s} {(cls.__doc__ or '').strip().splitlines()[0]}")
     recipes = sorted(p for p in Path("recipes").glob("**/*.yaml")
                      if "accelerate" not in p.parts)  # those are Accelerate configs
@@ -110,28 +109,19 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _card(args: argparse.Namespace) -> int:
-    from .cards import write_card
-    from .engine import load_run
-
-    run = load_run(args.run_dir)
-    print(write_card(run.run_dir, run.recipe, run.metrics))
-    if run.recipe.is_multitask:
-        from .cards import write_task_cards
-
-        write_task_cards(run.run_dir, run.recipe, run.metrics)
-        for name in run.recipe.members:
-            print(run.run_dir / "tasks" / name / "README.md")
+    # Rendered from the run's files alone (recipe, metrics, recorded training arguments).
+    require_finished_run(Path(args.run_dir))
+    for path in _api().write_cards(Path(args.run_dir)):
+        print(path)
     return 0
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .hub import push_run
-
     if not args.verbose:  # the HTTP client logs every request at INFO
         for name in ("httpx", "httpx2", "huggingface_hub"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    result = push_run(args.run_dir, args.repo_id, private=args.private, revision=args.revision,
-                      merge_adapter=args.merge_adapter, dry_run=args.dry_run, task=args.task)
+    result = _api().push(args.run_dir, args.repo_id, private=args.private, revision=args.revision,
+                         merge_adapter=args.merge_adapter, dry_run=args.dry_run, task=args.task)
     if result.dry_run is not None:
         print(f"dry run: staged {len(result.files)} files for {result.repo_id} in {result.dry_run} "
               "(nothing uploaded)")

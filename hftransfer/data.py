@@ -22,9 +22,6 @@ from .errors import HFTransferError
 if TYPE_CHECKING:
     import datasets
 
-    from .recipe import DataSpec
-    from .tasks import Task
-
 logger = logging.getLogger("hftransfer")
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -248,7 +245,7 @@ def read_files(spec: str, where: str, declared_format: str | None = None,
         raise HFTransferError(f"{where}: the files of {spec!r} cannot be joined ({exc})") from None
 
 
-def load_hub_splits(spec: "DataSpec", where: str = "data") -> dict[str, "datasets.Dataset"]:
+def load_hub_splits(spec: Any, where: str = "data") -> dict[str, "datasets.Dataset"]:
     """The named splits of a Hub dataset (needs the network or the local HF cache)."""
     import datasets
 
@@ -320,9 +317,10 @@ def label_budget(labels: list[Any], per_label: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
-def load_splits(spec: "DataSpec", task: "Task", seed: int, where: str = "data") -> Splits:
-    """Read, check and split the data of a recipe for ``task``; ``where`` names the recipe
-    section in messages (``tasks.ner.data`` in a multi-task recipe)."""
+def load_splits(spec: Any, task: Any, seed: int, where: str = "data") -> Splits:
+    """Read, check and split the data of a recipe (``spec``: its ``data:`` section) for ``task``
+    (which reads, checks and labels the rows); ``where`` names the recipe section in messages
+    (``tasks.ner.data`` in a multi-task recipe)."""
     if spec.dataset is not None:
         raw = load_hub_splits(spec, where)
     else:

@@ -1,5 +1,5 @@
-"""The engine: one lifecycle (check -> set up -> train -> evaluate -> save) for every strategy
-and task.
+"""The engine: one lifecycle for every strategy and task — check, set up, train, evaluate, save —
+and the use of a finished run (load, predict, evaluate).
 
 Every check of the user's input runs before anything is written or deleted; the run is built
 in a staging folder and renamed into place when it is complete (see :mod:`hftransfer.rundir`).
@@ -19,14 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from . import rundir
+from .cards import write_cards
+from .data import load_splits
 from .errors import HFTransferError
-from .recipe import Recipe, check_distributed, load_recipe, make_training_arguments, training_values
+from .models import load_config, load_pretrained, public_name, source_config, source_license, source_location
+from .recipe import (
+    ModelSpec,
+    Recipe,
+    check_distributed,
+    load_recipe,
+    make_training_arguments,
+    training_values,
+)
 from .registry import get_strategy
 from .tasks.base import length_sorted
-from .trainer import TransferTrainer
+from .tasks.multi import task_for
+from .trainer import TIMINGS, TransferTrainer
 
 logger = logging.getLogger("hftransfer")
 
@@ -51,6 +63,8 @@ class Setup:
     recipe: Recipe
     task: Any
     strategy: Any
+    values: dict[str, Any]
+    """The effective training arguments (kit < task < strategy defaults < the recipe)."""
     args: TrainingArguments
     config: Any
     splits: Any
@@ -69,13 +83,10 @@ class Setup:
 def prepare(recipe: Recipe, checkpoints: Path) -> Setup:
     """Check a recipe against what it names (source model config, data, processor) and set up
     its task, strategy and training arguments; loads no weights and writes nothing."""
-    from .models import source_config, source_location
-    from .multitask import task_for
-
     task = task_for(recipe)
     strategy_cls = get_strategy(recipe.strategy_name)
     strategy = strategy_cls(recipe.strategy_options, task)
-    values = training_values(recipe, strategy_cls, task)
+    values = training_values(recipe.train, task.training_defaults, strategy_cls.defaults)
     args = make_training_arguments(values, str(checkpoints))
     data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
     config = source_config(recipe.model)
@@ -90,13 +101,13 @@ def prepare(recipe: Recipe, checkpoints: Path) -> Setup:
         )
     location = source_location(recipe.model) if recipe.model.config is None else None
     processor = task.load_processor(location, recipe.model, config)
-    return Setup(recipe, task, strategy, args, config, splits, processor)
+    return Setup(recipe, task, strategy, values, args, config, splits, processor)
 
 
 def check(recipe: str | Path | dict | Recipe, overrides: list[str] | None = None) -> Setup:
     """Everything ``train`` checks before it loads weights (``hftransfer validate``)."""
     with tempfile.TemporaryDirectory(prefix="hftransfer-validate-") as scratch:
-        return prepare(load_recipe(recipe, overrides), Path(scratch) / "checkpoints")
+        return prepare(load_recipe(recipe, overrides), Path(scratch) / rundir.CHECKPOINTS)
 
 
 def train(
@@ -117,7 +128,7 @@ def train(
     stage = rundir.staging_dir(run_dir)
     started = time.perf_counter()
     setup = prepare(recipe, stage / rundir.CHECKPOINTS)
-    check_distributed(setup.args.to_dict())
+    check_distributed(setup.values)
     main = _is_main_process()
     record = setup.record()
     checkpoint = rundir.resume_checkpoint(stage, record) if resume else None
@@ -150,14 +161,22 @@ def _abandon(stage: Path, main: bool, resume: bool) -> None:
         rundir.discard(stage)
 
 
+def _load_extras(strategy: Any) -> None:
+    """The other models a strategy trains with: loaded like any source model, frozen, and kept
+    out of the trained model (so out of the optimizer and the saved run)."""
+    import transformers
+
+    for name, extra in strategy.extra_models().items():
+        auto = getattr(transformers, extra.auto_class_name) if extra.auto_class_name else strategy.task.auto_class
+        model = load_pretrained(auto, source_location(extra.spec), extra.spec)
+        strategy.extras[name] = model.eval().requires_grad_(False)
+
+
 def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[str, Any], Trainer]:
-    from .models import public_name
-
     recipe, task, strategy, args, splits = setup.recipe, setup.task, setup.strategy, setup.args, setup.splits
-    from transformers import set_seed
-
     set_seed(args.seed)
     model = strategy.build_model(recipe.model, splits.labels)
+    _load_extras(strategy)
     model = strategy.prepare(model)
     params = strategy.count_parameters(model)
     logger.info("%s: %s of %s parameters train (%.2f%%)", strategy.name,
@@ -167,7 +186,7 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
     train_ds, evals = task.encode_splits(splits, setup.processor, augment=strategy.augments)
     train_ds, evals, collator = strategy.prepare_data(train_ds, evals, task.collator(setup.processor))
 
-    trainer = strategy.trainer_class(
+    trainer = TransferTrainer(
         model=model,
         args=args,
         strategy=strategy,
@@ -197,6 +216,9 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
         "labels": splits.labels,
         "data": splits.counts(),
     }
+    license_ = source_license(recipe.model)
+    if license_:
+        metrics["base_model_license"] = license_
     # Model selection happened on validation; test is read once, here, at the very end.
     for name, ds in evals.items():
         metrics[name] = task.shape_metrics(task_metrics(trainer.evaluate(ds, metric_key_prefix=name), name))
@@ -218,17 +240,18 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
 
 def _write_run(stage: Path, run_dir: Path, setup: Setup, trainer: Trainer, metrics: dict[str, Any],
                overwrite: bool) -> None:
-    from .cards import write_card
-
-    recipe, strategy, processor = setup.recipe, setup.strategy, setup.processor
+    """The finished run, in the staging folder, then renamed into place. The cards render from
+    the files written before them (and the metrics as metrics.json will hold them), as
+    ``hftransfer card`` renders them later."""
+    strategy, processor = setup.strategy, setup.processor
     strategy.save(trainer.model, stage)
     processor.save_pretrained(stage)
-    (stage / rundir.RECIPE).write_text(recipe.to_yaml(), encoding="utf-8")
-    logs = stage / "logs"
-    logs.mkdir(exist_ok=True)
-    rundir.write_json(logs / "log_history.json", trainer.state.log_history)
-    write_card(stage, recipe, metrics)
-    strategy.export(trainer.model, stage, processor, recipe, metrics)
+    strategy.export(trainer.model, stage, processor)
+    (stage / rundir.RECIPE).write_text(setup.recipe.to_yaml(), encoding="utf-8")
+    (stage / rundir.LOGS).mkdir(exist_ok=True)
+    rundir.write_json(stage / rundir.LOG_HISTORY, trainer.state.log_history)
+    rundir.write_json(stage / rundir.TRAINING_ARGS, rundir.as_json(setup.values))
+    write_cards(stage, metrics=rundir.as_json(metrics))
     # metrics.json last: with recipe.yaml it marks a finished run.
     rundir.write_json(stage / rundir.METRICS, metrics)
     rundir.finish(stage, run_dir, overwrite)
@@ -261,9 +284,6 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a run directory (its recipe, model and tokenizer) for ``predict``/``evaluate``."""
-    from .models import ModelSpec, load_config
-    from .multitask import task_for
-
     path = Path(run_dir)
     rundir.require_finished_run(path)
     recipe = load_recipe(path / rundir.RECIPE)
@@ -296,6 +316,15 @@ def run_task(run: LoadedRun, name: str | None) -> tuple[Any, Any, list[str]]:
     return run.task.members[name], run.model.activate(name), run.metrics["labels"][name]
 
 
+def predict(run_dir: str | Path, inputs: list[Any], task: str | None = None) -> list[Any]:
+    """The prediction for each input, in order (``{"label", "score"}`` for classification);
+    ``task`` picks the head of a multi-task run (checked before any model loads)."""
+    rundir.task_model_dir(Path(run_dir), task)
+    run = load_run(run_dir)
+    member, model, _ = run_task(run, task)
+    return member.predict(model, run.processor, list(inputs))
+
+
 def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = None,
                  task: str | None = None) -> dict[str, Any]:
     """Metrics of a finished run on one of its recipe's splits, or on a data file. For a
@@ -320,13 +349,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
 def _evaluate_task(run: LoadedRun, name: str | None, split: str, data: str | None) -> dict[str, Any]:
     task, model, labels = run_task(run, name)
     where = f"tasks.{name}.data" if name is not None else "data"
+    spec = run.recipe.members[name].data if name is not None else run.recipe.data
     if data is not None:
-        ds = task.read_split(data, "--data", (run.recipe.members[name].data if name else run.recipe.data).format)
+        ds = task.read_split(data, "--data", spec.format)
     else:
-        spec = run.recipe.members[name].data if name is not None else run.recipe.data
         seed = spec.seed if spec.seed is not None else run.recipe.train.get("seed", 0)
-        from .data import load_splits
-
         ds = getattr(load_splits(spec, task, seed, where=where), split)
         if ds is None:
             raise HFTransferError(f"the run's recipe has no {split} split{f' for task {name}' if name else ''}; "
@@ -341,8 +368,6 @@ def _evaluate_task(run: LoadedRun, name: str | None, split: str, data: str | Non
         trainer = Trainer(model=model, args=args, processing_class=run.processor,
                           data_collator=task.collator(run.processor),
                           compute_metrics=task.compute_metrics(labels))
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
         for callback in (PrinterCallback, ProgressCallback):  # stdout carries only our JSON
             trainer.remove_callback(callback)
         return task_metrics(trainer.evaluate(encoded, metric_key_prefix="eval"), "eval")
@@ -350,6 +375,5 @@ def _evaluate_task(run: LoadedRun, name: str | None, split: str, data: str | Non
 
 def task_metrics(result: dict[str, Any], prefix: str) -> dict[str, Any]:
     """The task's metrics out of ``Trainer.evaluate``'s dict, without the prefix and timings."""
-    timing = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch")
     return {key[len(prefix) + 1:]: value for key, value in result.items()
-            if key.startswith(prefix + "_") and key[len(prefix) + 1:] not in timing}
+            if key.startswith(prefix + "_") and key[len(prefix) + 1:] not in TIMINGS + ("epoch",)}

@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cards import card_of, write_merged_card
+from .engine import load_run
 from .errors import HFTransferError
-from .models import PROCESSOR_FILES
+from .models import PROCESSOR_FILES, is_hub_id
+from .rundir import read_metrics, task_model_dir
 
 # What a run publishes: top-level files of the run directory matching these names. An allow-list,
 # so that anything else a run (or a user) leaves in the directory stays private.
@@ -157,26 +160,15 @@ def _plan(run_dir: Path, adapter: bool, merge_adapter: bool, scratch: Path,
                      if p.is_file() and any(fnmatch.fnmatchcase(p.name, pat) for pat in PUBLISHABLE)
                      and not p.name.lower().endswith(PICKLE_SUFFIXES)})
     elif adapter:
-        fixed = _public_adapter_config(model_dir, scratch, _metrics(run_dir).get("base_model"))
+        fixed = _public_adapter_config(model_dir, scratch, read_metrics(run_dir).get("base_model"))
         if fixed is not None:
             plan["adapter_config.json"] = fixed
     if "README.md" not in plan:  # a run from before cards existed: render one
-        from .cards import write_card
-        from .recipe import load_recipe
-
-        card_dir = scratch / "card"
-        card_dir.mkdir(parents=True, exist_ok=True)
-        plan["README.md"] = write_card(card_dir, load_recipe(run_dir / "recipe.yaml"), _metrics(run_dir))
+        card = scratch / "card" / "README.md"
+        card.parent.mkdir(parents=True, exist_ok=True)
+        card_of(run_dir, model_dir.name if model_dir != run_dir else None).save(str(card))
+        plan["README.md"] = card
     return dict(sorted(plan.items()))
-
-
-def _metrics(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise HFTransferError(
-            f"{str(run_dir / 'metrics.json')!r} is damaged; retrain the run or restore the file"
-        ) from None
 
 
 def _public_adapter_config(run_dir: Path, scratch: Path, public: Any) -> Path | None:
@@ -186,15 +178,13 @@ def _public_adapter_config(run_dir: Path, scratch: Path, public: Any) -> Path | 
     adapter must point at ``sentence-transformers/all-MiniLM-L6-v2``. Other local bases are kept
     (there is no Hub id to name), with a note.
     """
-    from .cards import _is_hub_id
-
     path = run_dir / "adapter_config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise HFTransferError(f"{str(path)!r} is not readable JSON; retrain the run or restore the file") from None
     current = config.get("base_model_name_or_path")
-    if not isinstance(current, str) or _is_hub_id(current) or not _is_hub_id(public):
+    if not isinstance(current, str) or is_hub_id(current) or not is_hub_id(public):
         return None
     config["base_model_name_or_path"] = public
     out = scratch / "adapter" / "adapter_config.json"
@@ -205,9 +195,6 @@ def _public_adapter_config(run_dir: Path, scratch: Path, public: Any) -> Path | 
 
 def _merge(run_dir: Path, out: Path) -> Path:
     """Merge the run's adapter into its base and save a plain transformers model into ``out``."""
-    from .cards import write_card
-    from .engine import load_run
-
     run = load_run(run_dir)
     try:
         merged = run.model.merge_and_unload()
@@ -220,7 +207,7 @@ def _merge(run_dir: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out, safe_serialization=True)
     run.processor.save_pretrained(out)
-    write_card(out, run.recipe, run.metrics, merged=True)
+    write_merged_card(run_dir, out)
     return out
 
 
@@ -253,8 +240,6 @@ def push_run(
     """
     check_repo_id(repo_id)
     run_dir = Path(run_dir)
-    from .rundir import task_model_dir
-
     model_dir = task_model_dir(run_dir, task)
     check_own_files(run_dir, model_dir)
     adapter = check_run(model_dir)
@@ -263,7 +248,7 @@ def push_run(
             "--merge-adapter does not apply to a task of a multi-task run yet; push its adapter "
             "(without --merge-adapter)")
     if merge_adapter and not adapter:
-        strategy = _metrics(run_dir).get("strategy", "?")
+        strategy = read_metrics(run_dir).get("strategy", "?")
         raise HFTransferError(
             f"--merge-adapter: {str(run_dir)!r} is a `{strategy}` run without an adapter "
             "(no adapter_config.json); push it without --merge-adapter"
@@ -285,11 +270,9 @@ def push_run(
             plan = _plan(run_dir, adapter, merge_adapter, Path(scratch), model_dir)
             sizes = {name: path.stat().st_size for name, path in plan.items()}
             result = PushResult(repo_id=repo_id, files=list(plan), sizes=sizes, revision=revision)
-            base = _metrics(run_dir).get("base_model")
+            base = read_metrics(run_dir).get("base_model")
             if adapter and not merge_adapter:
-                from .cards import _is_hub_id
-
-                if not _is_hub_id(json.loads(plan["adapter_config.json"].read_text("utf-8"))
+                if not is_hub_id(json.loads(plan["adapter_config.json"].read_text("utf-8"))
                                   .get("base_model_name_or_path")):
                     result.notes.append(
                         f"the adapter's base model {base!r} is a local path: users of the repo need "

@@ -4,6 +4,8 @@ directories of the kit, and Hub ids. Safetensors only and no remote code unless 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import inspect
 import json
 import os
 import re
@@ -11,8 +13,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from . import cache, rundir
 from .errors import HFTransferError
-from .recipe import EMBEDDED_MODEL_ID, ModelSpec
+from .recipe import EMBEDDED_MODEL_ID, ModelSpec, load_recipe
+from .registry import get_task
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
@@ -34,6 +38,19 @@ def is_embedded(name: str) -> bool:
     return name in ("embedded", EMBEDDED_MODEL_ID)
 
 
+def is_hub_id(name: Any) -> bool:
+    """A plausible Hub repo id that is not also a path on this machine."""
+    if not isinstance(name, str) or not name or name.startswith((".", "/", "~")):
+        return False
+    try:
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(name)
+    except Exception:  # HFValidationError; any failure means "not a Hub id"
+        return False
+    return not Path(os.path.expanduser(name)).exists()
+
+
 def public_name(spec: ModelSpec) -> str:
     """The name to record in cards and metrics: the Hub id for the embedded copy."""
     if spec.config is not None:
@@ -41,12 +58,31 @@ def public_name(spec: ModelSpec) -> str:
     return EMBEDDED_MODEL_ID if is_embedded(spec.name_or_path) else spec.name_or_path
 
 
+def source_license(spec: ModelSpec) -> dict[str, str]:
+    """``license`` (and ``license_name``/``license_link``) of the source model, when known: read
+    from the front matter of its ``README.md`` when the source is a local directory (the
+    embedded MiniLM, a downloaded model, another run of the kit); empty otherwise."""
+    if spec.config is not None:
+        return {}
+    try:
+        name = spec.name_or_path
+        path = Path(embedded_model_path()) if is_embedded(name) else Path(os.path.expanduser(name))
+        readme = path / "README.md"
+        if not readme.is_file():
+            return {}
+        from huggingface_hub import metadata_load
+
+        meta = metadata_load(readme) or {}
+    except Exception:  # a missing package or a malformed front matter: the license is unknown
+        return {}
+    return {key: str(meta[key]) for key in ("license", "license_name", "license_link")
+            if isinstance(meta.get(key), (str, int, float)) and str(meta[key]).strip()}
+
+
 def source_config(spec: ModelSpec, **kwargs: Any):
     """The source model's config: built from the inline ``model.config``, or the checkpoint's."""
     if spec.config is None:
         return load_config(resolve(spec), spec, **kwargs)
-    import inspect
-
     from transformers import AutoConfig, PretrainedConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -83,29 +119,22 @@ def source_location(spec: ModelSpec) -> str:
 
 
 def merged_adapter_run(run: Path) -> str:
-    import hashlib
-
-    from .features import cache_root
-
+    """An adapter run merged into its base model: a plain model folder in the cache."""
     digest = hashlib.sha256((run / "adapter_model.safetensors").read_bytes()
                             + (run / "config.json").read_bytes()).hexdigest()[:24]
-    out = cache_root() / "merged" / digest
+    out = cache.entry(cache.MERGED, digest)
     if (out / "config.json").exists():
         return str(out)
     # A task of a multi-task adapter run (RUN/tasks/NAME) has its recipe two levels up.
-    multitask_root = run.parent.parent if run.parent.name == "tasks" else None
-    if multitask_root is not None and not (multitask_root / "multitask.json").exists():
+    multitask_root = run.parent.parent if run.parent.name == rundir.TASKS else None
+    if multitask_root is not None and not (multitask_root / rundir.MANIFEST).exists():
         multitask_root = None
-    recipe_file = (multitask_root or run) / "recipe.yaml"
+    recipe_file = (multitask_root or run) / rundir.RECIPE
     if not recipe_file.exists() or not (run / "config.json").exists():
         raise HFTransferError(
             f"model.name_or_path {str(run)!r} is an adapter without its base; give a run directory "
             "of hftransfer (it records the base) or merge the adapter first"
         )
-    from .recipe import load_recipe
-
-    from .registry import get_task
-
     recipe = load_recipe(recipe_file)
     base_spec = recipe.model
     config = load_config(str(run), ModelSpec(name_or_path=str(run)))
@@ -118,7 +147,7 @@ def merged_adapter_run(run: Path) -> str:
         raise HFTransferError(f"{str(run)!r}: an adapter on a random-init model cannot be a source")
     base = load_pretrained(auto, source_location(base_spec), base_spec, config=config)
     merged = load_adapter(base, run).merge_and_unload()
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp = cache.staging_name(out)
     try:
         merged.save_pretrained(tmp)
         for item in run.iterdir():
@@ -206,11 +235,11 @@ def check_local_model(path: Path, spec: ModelSpec) -> None:
     if not path.is_dir():
         raise HFTransferError(f"{where} is a file; give the directory that holds config.json and the weights")
     has_config = (path / "config.json").exists() or (path / "adapter_config.json").exists()
-    if not has_config and (path / "multitask.json").exists():
-        tasks = sorted(p.name for p in (path / "tasks").iterdir()) if (path / "tasks").is_dir() else []
+    if not has_config and (path / rundir.MANIFEST).exists():
+        tasks = sorted(p.name for p in (path / rundir.TASKS).iterdir()) if (path / rundir.TASKS).is_dir() else []
         raise HFTransferError(
             f"{where} is a multi-task run: every task is a model of its own; give one of "
-            f"{', '.join(str(path / 'tasks' / t) for t in tasks) or 'its tasks/NAME directories'}")
+            f"{', '.join(str(path / rundir.TASKS / t) for t in tasks) or 'its tasks/NAME directories'}")
     if not has_config:
         raise HFTransferError(f"{where} holds no config.json: it is not a model directory")
     check_weights(path, spec.allow_pickle, where)

@@ -32,6 +32,10 @@ RECIPE = "recipe.yaml"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
 TASKS = "tasks"
+LOGS = "logs"
+LOG_HISTORY = "logs/log_history.json"
+TRAINING_ARGS = "logs/training_args.json"
+"""The effective training arguments of the run, as the engine passed them (cards render from it)."""
 
 # Errors of the disk rather than of the kit: a full disk, a quota, a file-size limit, a
 # read-only or forbidden place.
@@ -217,6 +221,11 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def as_json(data: Any) -> Any:
+    """``data`` as a reader of the file :func:`write_json` writes would get it back."""
+    return json.loads(json.dumps(_finite(data), allow_nan=False, default=str))
 
 
 def _finite(value: Any) -> Any:

@@ -1,34 +1,91 @@
-"""The kit's Trainer: the ``transformers`` Trainer with the strategy's hooks (extra loss terms,
-optimizer parameter groups), checkpoints reloaded in full, and a stop when the loss stops
-being a number."""
+"""The kit's one Trainer: the ``transformers`` Trainer with the strategy's hooks (extra loss
+terms that see the batch and the outputs, optimizer parameter groups, a batch sampler, extra
+frozen models), evaluation task by task for a set of tasks, checkpoints reloaded in full, and a
+stop when the loss stops being a number."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
-from transformers import Trainer
+from torch.utils.data import DataLoader, SequentialSampler
+from transformers import PreTrainedModel, Trainer
 
 from .errors import HFTransferError
 
+# Entries of an evaluation's metrics that time the call rather than score the model.
+TIMINGS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
+
 
 class TransferTrainer(Trainer):
-    """The Trainer with the strategy's hooks: extra loss terms and optimizer parameter groups."""
+    """The Trainer with the strategy's hooks. ``compute_metrics`` may be a mapping of task name
+    to metrics function (a set of tasks): evaluation then scores every task on its own part of
+    the evaluation set, and adds their mean loss and ``combined`` (the mean of every task's
+    primary metric)."""
 
-    def __init__(self, *args: Any, strategy: Any, **kwargs: Any):
+    def __init__(self, *args: Any, strategy: Any,
+                 compute_metrics: Callable | dict[str, Callable] | None = None, **kwargs: Any):
         self.strategy = strategy
-        super().__init__(*args, **kwargs)
+        self.task_metrics = compute_metrics if isinstance(compute_metrics, dict) else None
+        super().__init__(*args, compute_metrics=None if self.task_metrics else compute_metrics, **kwargs)
+        for extra in strategy.extras.values():  # frozen helpers live where the model trains
+            extra.to(self.args.device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        batch = dict(inputs)  # the Trainer may pop the labels out of ``inputs``
         loss, outputs = super().compute_loss(
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         if model.training:
             # The strategy sees the model as it built it, not the DDP/FSDP wrapper.
-            extra = self.strategy.extra_loss(self.accelerator.unwrap_model(model))
+            extra = self.strategy.extra_loss(self.accelerator.unwrap_model(model), batch, outputs)
             if extra is not None:
                 loss = loss + extra
         return (loss, outputs) if return_outputs else loss
+
+    def get_train_dataloader(self):
+        grouped = str(getattr(self.args.train_sampling_strategy, "value",
+                              self.args.train_sampling_strategy)) == "group_by_length"
+        sampler = self.strategy.batch_sampler(self.train_dataset, self._train_batch_size,
+                                              self.args.seed, self.args.world_size, grouped)
+        if sampler is None:
+            return super().get_train_dataloader()
+        loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers,
+                            pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        if self.task_metrics is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        metrics: dict[str, float] = {}
+        losses, scores = [], []
+        for name in dataset.names:
+            self.compute_metrics = self.task_metrics[name]
+            try:
+                output = self.evaluation_loop(self.get_eval_dataloader(dataset.only(name)),
+                                              description=f"Evaluation ({name})",
+                                              ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+            finally:
+                self.compute_metrics = None
+            for key, value in output.metrics.items():
+                metric = key[len(metric_key_prefix) + 1:]
+                if metric not in TIMINGS:
+                    metrics[f"{metric_key_prefix}_{name}.{metric}"] = value
+            if f"{metric_key_prefix}_loss" in output.metrics:
+                losses.append(output.metrics[f"{metric_key_prefix}_loss"])
+            primary = self.strategy.task.members[name].primary_metric
+            scores.append(output.metrics.get(f"{metric_key_prefix}_{primary}"))
+        if losses:
+            metrics[f"{metric_key_prefix}_loss"] = float(np.mean(losses))
+        if scores and all(s is not None for s in scores):
+            metrics[f"{metric_key_prefix}_combined"] = float(np.mean(scores))
+        metrics["epoch"] = self.state.epoch if self.state.epoch is not None else 0.0
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -47,8 +104,6 @@ class TransferTrainer(Trainer):
         # The kit sorts evaluation sets by length itself, so reading them in order pads least;
         # the Trainer would otherwise reuse the training-time length grouping (shuffled
         # mega-batches) here.
-        from torch.utils.data import SequentialSampler
-
         return SequentialSampler(eval_dataset)
 
     def _reload_converted(self, checkpoint, model=None) -> bool:
@@ -56,8 +111,6 @@ class TransferTrainer(Trainer):
         the Hub key format (ViT: ``encoder.layer.N.attention.attention.query``) but the Trainer
         reloads them with a non-strict ``load_state_dict`` that skips the renamed keys
         (huggingface/transformers#48805), silently keeping part of the current weights."""
-        from transformers import PreTrainedModel
-
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         files = ("model.safetensors", "model.safetensors.index.json")
         if (not isinstance(model, PreTrainedModel) or self.is_deepspeed_enabled or self.is_fsdp_enabled

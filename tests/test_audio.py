@@ -282,7 +282,7 @@ def test_options_are_checked():
 def test_layer_groups_pick_the_encoder_layers_not_the_conv_stack(tiny_w2v_dir, tiny_model_dir):
     from transformers import AutoModelForAudioClassification, AutoModelForSequenceClassification
 
-    from hftransfer.strategies import layer_groups
+    from hftransfer.strategies.finetune import layer_groups
 
     groups = layer_groups(AutoModelForAudioClassification.from_pretrained(tiny_w2v_dir, num_labels=2))
     assert len(groups) == 4

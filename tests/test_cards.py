@@ -11,7 +11,8 @@ import pytest
 from huggingface_hub import ModelCard
 
 import hftransfer
-from hftransfer.cards import render_card, write_card
+from hftransfer.cards import RunFiles, render_card, write_cards
+from hftransfer.models import source_license
 from hftransfer.recipe import EMBEDDED_MODEL_ID, load_recipe
 from helpers import run_cli, tiny_recipe_dict
 
@@ -101,37 +102,62 @@ def test_card_command_rerenders_the_same_card(runs, capsys):
     assert (run / "README.md").read_bytes() == before
 
 
+def test_a_default_changed_in_code_does_not_change_an_old_runs_card(runs, capsys, monkeypatch):
+    # The card renders from what the run recorded (logs/training_args.json), not from today's
+    # defaults of the kit or the strategy.
+    from hftransfer.recipe import KIT_DEFAULTS
+    from hftransfer.registry import get_strategy
+
+    run = runs["full"]
+    before = (run / "README.md").read_bytes()
+    assert json.loads((run / "logs" / "training_args.json").read_text())["weight_decay"] == 0.01
+    monkeypatch.setitem(KIT_DEFAULTS, "weight_decay", 0.3)
+    monkeypatch.setitem(KIT_DEFAULTS, "per_device_train_batch_size", 7)
+    monkeypatch.setattr(get_strategy("full"), "defaults", {"learning_rate": 9e-9, "warmup_steps": 0.0})
+    for _ in range(2):
+        rc, out, err = run_cli(capsys, "card", run)
+        assert rc == 0, err
+        assert (run / "README.md").read_bytes() == before
+
+
 def test_embedded_source_gives_hub_metadata_and_its_license(toy_data, tmp_path):
     from huggingface_hub import metadata_load
 
     from hftransfer.models import embedded_model_path
 
-    source_license = metadata_load(Path(embedded_model_path()) / "README.md")["license"]
+    recorded = source_license(load_recipe(recipe_dict("embedded", toy_data, "lora")).model)
+    assert recorded["license"] == metadata_load(Path(embedded_model_path()) / "README.md")["license"]
     recipe = load_recipe(recipe_dict("embedded", toy_data, "lora"))
-    card = render_card(recipe, fake_metrics(EMBEDDED_MODEL_ID, "lora"))
+    metrics = fake_metrics(EMBEDDED_MODEL_ID, "lora", base_model_license=recorded)
+    card = render_card(RunFiles(recipe, metrics, None, {"peft_type": "LORA", "r": 8}))
     path = tmp_path / "README.md"
     card.save(str(path))
     loaded = ModelCard.load(path)
     assert loaded.data.base_model == EMBEDDED_MODEL_ID
-    assert loaded.data.license == source_license == "apache-2.0"
+    assert loaded.data.license == "apache-2.0"
     assert loaded.data.library_name == "peft"
     assert f"`{EMBEDDED_MODEL_ID}`" in loaded.text
 
 
-def test_license_comes_from_a_local_source_readme(toy_data, tiny_model_dir, tmp_path):
+def test_the_license_is_recorded_from_a_local_source_readme(toy_data, tiny_model_dir, tmp_path):
     source = tmp_path / "source"
     shutil.copytree(tiny_model_dir, source)
     recipe = load_recipe(recipe_dict(str(source), toy_data))
-    assert render_card(recipe, fake_metrics(str(source))).data.license is None  # no README: unknown
+    assert source_license(recipe.model) == {}  # no README: unknown
     (source / "README.md").write_text("---\nlicense: mit\n---\n# a model\n")
-    assert render_card(recipe, fake_metrics(str(source))).data.license == "mit"
+    assert source_license(recipe.model) == {"license": "mit"}
+    run = hftransfer.train(recipe_dict(str(source), toy_data), output_dir=tmp_path / "run").run_dir
+    assert json.loads((run / "metrics.json").read_text())["base_model_license"] == {"license": "mit"}
+    (source / "README.md").write_text("---\nlicense: other\n---\n")  # the source changes later...
+    write_cards(run)
+    assert ModelCard.load(run / "README.md").data.license == "mit"  # ...the run's card does not
 
 
 def test_baseline_rows_come_only_from_metrics(toy_data, tiny_model_dir):
     recipe = load_recipe(recipe_dict(str(tiny_model_dir), toy_data))
     baseline = {"strategy": "scratch", "validation": {"accuracy": 0.5, "f1": 0.3333},
                 "test": {"accuracy": 0.4375, "f1": 0.25}}
-    card = render_card(recipe, fake_metrics(str(tiny_model_dir), baseline=baseline))
+    card = render_card(RunFiles(recipe, fake_metrics(str(tiny_model_dir), baseline=baseline), None, None))
     assert "| validation (`scratch` baseline) | 0.5000 | 0.3333 |" in card.text
     assert "| test (`scratch` baseline) | 0.4375 | 0.2500 |" in card.text
     # The model-index holds this model's results only.
@@ -142,15 +168,15 @@ def test_baseline_rows_come_only_from_metrics(toy_data, tiny_model_dir):
 def test_hub_dataset_and_merged_card(tiny_model_dir, toy_data):
     recipe = load_recipe(recipe_dict(str(tiny_model_dir), toy_data, "lora",
                                      data={"dataset": "stanfordnlp/sst2", "train": None}))
-    card = render_card(recipe, fake_metrics(str(tiny_model_dir), "lora"), merged=True)
+    run = RunFiles(recipe, fake_metrics(str(tiny_model_dir), "lora"), None, {"peft_type": "LORA", "r": 8})
+    card = render_card(run, merged=True)
     assert card.data.datasets == ["stanfordnlp/sst2"]
     assert card.data.library_name == "transformers"
     assert "merged into the base weights" in card.text
     assert "PeftModel" not in card.text
 
 
-def test_write_card_returns_the_readme(tmp_path, toy_data, tiny_model_dir):
-    recipe = load_recipe(recipe_dict(str(tiny_model_dir), toy_data))
-    path = write_card(tmp_path, recipe, fake_metrics(str(tiny_model_dir)))
-    assert path == tmp_path / "README.md"
-    assert ModelCard.load(path).data.eval_results
+def test_write_cards_returns_the_readme(runs):
+    paths = write_cards(runs["full"])
+    assert paths == [runs["full"] / "README.md"]
+    assert ModelCard.load(paths[0]).data.eval_results

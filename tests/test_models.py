@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hftransfer.models import resolve
+from hftransfer.models import load_config, resolve
 from hftransfer.recipe import ModelSpec
 
 from helpers import assert_cli_error, run_cli, tree, user_error
@@ -149,17 +149,17 @@ def test_remote_code_is_refused_with_the_opt_in_named(tiny_model_dir, tmp_path):
 
 
 def test_lora_target_check_accepts_real_modules_and_rejects_absent_ones(tiny_model_dir):
-    from transformers import AutoModelForSequenceClassification
+    from hftransfer.registry import get_task
+    from hftransfer.strategies.peft import check_targets
 
-    from hftransfer.strategies import _check_targets
-
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
-    names = [n for n, _ in model.named_modules() if n]
-    _check_targets(["query", "value"], names)
-    _check_targets("all-linear", names)
-    _check_targets(r".*\.attention\.self\.query", names)
+    task = get_task("text-classification")(get_task("text-classification").Options())
+    config = load_config(str(tiny_model_dir), ModelSpec(name_or_path=str(tiny_model_dir)))
+    check = lambda targets: check_targets({"target_modules": targets}, task, config)  # noqa: E731
+    check(["query", "value"])
+    check("all-linear")
+    check(r".*\.attention\.self\.query")
     msg = user_error("strategy.peft.target_modules", "'q_proj'", "not found", "query",
-                     call=lambda: _check_targets(["query", "q_proj"], names))
+                     call=lambda: check(["query", "q_proj"]))
     assert "'query'" not in msg.split("not found")[0]  # only the absent one is blamed
 
 

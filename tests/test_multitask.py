@@ -16,7 +16,7 @@ import torch
 
 from helpers import assert_cli_error, run_cli, run_without_the_kit, user_error
 from hftransfer import evaluate, predict, train
-from hftransfer.multitask import TaskBatchSampler
+from hftransfer.mixing import TaskBatchSampler
 from hftransfer.recipe import load_recipe
 from test_image import image_data, stripes_data, tiny_vit_dir  # noqa: F401  (fixtures)
 from test_token import toy_sentences, write_conll
@@ -207,7 +207,8 @@ def test_freeze_encoder_and_l2sp(tiny_model_dir, mt_data, tmp_path):
 
 
 def test_loss_weights_scale_each_tasks_training_loss(tiny_model_dir, mt_data):
-    from hftransfer.multitask import MultiTask, task_for
+    from hftransfer.strategies.multitask import MultiTask
+    from hftransfer.tasks.multi import task_for
 
     recipe = load_recipe(mt_recipe(tiny_model_dir, mt_data, loss_weights={"ner": 3}))
     strategy = MultiTask(recipe.strategy_options, task_for(recipe))

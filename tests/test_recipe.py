@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from hftransfer.recipe import Recipe, apply_overrides, load_recipe, parse_value
-from hftransfer.registry import STRATEGIES, TASKS, _load_builtins
+from hftransfer.registry import all_strategies, all_tasks
 
 from helpers import assert_cli_error, run_cli, user_error
 
@@ -156,7 +156,8 @@ def test_train_accepts_training_arguments_fields(tmp_path):
     assert set(train) <= fields
     recipe = load_recipe(base_recipe(tmp_path, train=train))
     assert recipe.train["learning_rate"] == pytest.approx(3e-5)  # "3e-5" string -> float
-    values = training_values(recipe, get_strategy("full"), get_task("text-classification"))
+    values = training_values(recipe.train, get_task("text-classification").training_defaults,
+                             get_strategy("full").defaults)
     args = make_training_arguments(values, str(tmp_path / "out"))
     assert args.gradient_accumulation_steps == 2
     assert str(args.lr_scheduler_type).endswith("cosine") or args.lr_scheduler_type == "cosine"
@@ -223,18 +224,16 @@ def test_unknown_lora_option_lists_allowed(tmp_path):
 
 
 def test_unknown_strategy_lists_valid_ones(tmp_path):
-    _load_builtins()
     msg = user_error("'lorra'", "strategy.name",
                             call=lambda: load_recipe(base_recipe(tmp_path, strategy={"name": "lorra"})))
-    for name in STRATEGIES:
+    for name in all_strategies():
         assert name in msg
 
 
 def test_unknown_task_lists_valid_ones(tmp_path):
-    _load_builtins()
     msg = user_error("'text-classifcation'", "task.type", call=lambda: load_recipe(
         base_recipe(tmp_path, task={"type": "text-classifcation"})))
-    for name in TASKS:
+    for name in all_tasks():
         assert name in msg
 
 

@@ -77,13 +77,13 @@ def _strategy(tiny_recipe, name="full", **options):
 def test_l2sp_is_zero_at_start_and_grows_with_distance(tiny_recipe):
     strategy, model = _strategy(tiny_recipe, regularization={"type": "l2sp", "weight": 0.5,
                                                            "head_weight": 0.0})
-    assert float(strategy.extra_loss(model).detach()) == 0.0
+    assert float(strategy.extra_loss(model, {}, None).detach()) == 0.0
     param = model.bert.encoder.layer[0].attention.self.query.weight
     values = []
     for step in (0.01, 0.02, 0.04):
         with torch.no_grad():
             param.copy_(strategy.anchors["bert.encoder.layer.0.attention.self.query.weight"] + step)
-        values.append(float(strategy.extra_loss(model).detach()))
+        values.append(float(strategy.extra_loss(model, {}, None).detach()))
     assert 0 < values[0] < values[1] < values[2]
     assert values[1] == pytest.approx(4 * values[0], rel=1e-3)  # λ‖θ − θ₀‖²: quadratic
     assert values[0] == pytest.approx(0.5 * param.numel() * 0.01 ** 2, rel=1e-3)
@@ -94,7 +94,7 @@ def test_l2sp_head_term_is_plain_l2(tiny_recipe):
                                                            "head_weight": 0.1})
     expected = 0.1 * sum(float((p ** 2).sum()) for n, p in model.named_parameters()
                          if n.startswith("classifier"))
-    assert float(strategy.extra_loss(model).detach()) == pytest.approx(expected, rel=1e-5)
+    assert float(strategy.extra_loss(model, {}, None).detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_l2sp_keeps_weights_closer_to_the_source(tiny_recipe, tmp_path):
@@ -113,7 +113,8 @@ def test_layer_wise_rates_are_monotone_in_depth(tiny_recipe, tmp_path):
 
     recipe = load_recipe(tiny_recipe("full", strategy={"layer_lr_decay": 0.5}))
     strategy, model = _strategy(tiny_recipe, layer_lr_decay=0.5)
-    args = make_training_arguments(training_values(recipe, type(strategy), type(strategy.task)), str(tmp_path))
+    values = training_values(recipe.train, strategy.task.training_defaults, type(strategy).defaults)
+    args = make_training_arguments(values, str(tmp_path))
     trainer = TransferTrainer(model=model, args=args, strategy=strategy)
     optimizer = trainer.create_optimizer()
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
@@ -151,7 +152,7 @@ def test_feature_extraction_exports_exactly_what_it_trained(pooling, head, tiny_
 
 def test_feature_cache_hits_and_invalidates(tiny_model_dir, tiny_recipe, tmp_path, monkeypatch,
                                             feature_cache, toy_data):
-    from hftransfer.features import FeatureExtraction
+    from hftransfer.strategies.features import FeatureExtraction
 
     calls = []
     original = FeatureExtraction.encode

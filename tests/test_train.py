@@ -166,9 +166,9 @@ def test_crash_leaves_no_finished_looking_run(tiny_recipe, tmp_path, monkeypatch
     def boom(*args, **kwargs):
         raise RuntimeError("simulated crash while saving")
 
-    import hftransfer.cards
+    import hftransfer.engine
 
-    monkeypatch.setattr(hftransfer.cards, "write_card", boom)
+    monkeypatch.setattr(hftransfer.engine, "write_cards", boom)
     with pytest.raises(RuntimeError):
         hftransfer.train(tiny_recipe("full", train={"num_train_epochs": 1}), output_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()

@@ -1,8 +1,4 @@
-"""The registered task types; see :class:`Task` for what a task provides."""
-from .base import Task
-from . import text  # noqa: F401  (registers text-classification)
-from . import token  # noqa: F401  (registers token-classification)
-from . import image  # noqa: F401
-from . import audio  # noqa: F401
-
-__all__ = ["Task"]
+"""Tasks: what is predicted, one module per task type. ``base`` holds the interface (see
+:class:`~hftransfer.tasks.base.Task`) and what classification tasks share; ``text``, ``token``,
+``image`` and ``audio`` build on it; ``multi`` is a set of tasks trained together. The registry
+finds them by name."""

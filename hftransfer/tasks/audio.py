@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ..data import FORMATS, read_files
 from ..errors import HFTransferError
+from ..models import processor_location
 from ..registry import register_task
 from .base import ClassificationTask
 
@@ -191,8 +193,6 @@ class AudioClassification(ClassificationTask):
     def read_split(self, entry, where, declared_format):
         """An audio folder (one subfolder per label) or csv/json/jsonl/parquet files with an
         audio column; relative paths in a file resolve against that file's folder."""
-        from ..data import FORMATS, read_files
-
         path = Path(os.path.expanduser(entry))
         if path.is_dir() and not any(p.is_file() and p.suffix.lower() in FORMATS for p in path.iterdir()):
             if any(p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS for p in path.rglob("*")):
@@ -299,8 +299,6 @@ class AudioClassification(ClassificationTask):
 
     # --- model inputs -----------------------------------------------------------------------
     def load_processor(self, location, spec, config):
-        from ..models import processor_location
-
         self.min_samples = _min_samples(config)
         if location is None and not spec.processor:
             return default_feature_extractor(config)
@@ -437,7 +435,9 @@ def default_feature_extractor(config: Any):
     """The stock feature extractor of ``config.model_type`` (e.g. wav2vec2: 16 kHz, normalised
     input, an attention mask when the model's feature encoder uses layer norm)."""
     import transformers
-    from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING_NAMES
+    from transformers.models.auto.feature_extraction_auto import (
+        FEATURE_EXTRACTOR_MAPPING_NAMES,
+    )
 
     name = FEATURE_EXTRACTOR_MAPPING_NAMES.get(config.model_type)
     cls = getattr(transformers, name, None) if name else None

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
+from ..data import load_splits, read_files
 from ..errors import HFTransferError
+from ..recipe import ModelSpec
 
 if TYPE_CHECKING:
     import datasets
-
-    from ..recipe import ModelSpec
 
 logger = logging.getLogger("hftransfer")
 
@@ -37,6 +37,10 @@ class Task:
     """What ``predict`` takes, for messages: texts, image files, audio files."""
     primary_metric: ClassVar[str] = "accuracy"
     """The metric that sums the task up (a multi-task run's combined score averages them)."""
+    features: ClassVar[str] = "output-layer"
+    """Where feature-extraction reads this task's features: ``pooled`` (the encoder's first-token
+    output, through the model's own classification head), ``output-layer`` (what the model's
+    output layer receives) or ``per-token`` (that, for every labelled token)."""
     processor_auto_class: ClassVar[str] = "AutoTokenizer"
     pipeline_processor_arg: ClassVar[str] = "tokenizer"
     """How plain transformers loads the processor and hands it to ``pipeline()`` (model cards)."""
@@ -57,14 +61,10 @@ class Task:
     # --- data -------------------------------------------------------------------------------
     def read_split(self, entry: str, where: str, declared_format: str | None) -> "datasets.Dataset":
         """Read one split's files (a file, glob or folder) and check them."""
-        from ..data import read_files
-
         return read_files(entry, where, declared_format, check=lambda ds, w, path: self.check_split(ds, w))
 
     def load_splits(self, spec: Any, seed: int) -> Any:
         """The recipe's ``data:`` read, checked and split (``data.Splits``)."""
-        from ..data import load_splits
-
         return load_splits(spec, self, seed)
 
     def encode_splits(self, splits: Any, processor: Any, augment: bool) -> tuple[Any, dict[str, Any]]:

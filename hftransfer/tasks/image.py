@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data import FORMATS, read_files
 from ..errors import HFTransferError
+from ..models import processor_location
 from ..registry import register_task
 from .base import ClassificationTask
 
@@ -110,8 +112,6 @@ class ImageClassification(ClassificationTask):
 
     # --- data -------------------------------------------------------------------------------
     def read_split(self, entry, where, declared_format):
-        from ..data import FORMATS, read_files
-
         path = Path(os.path.expanduser(entry))
         if declared_format is None and path.is_dir() and not any(
                 p.suffix.lower() in FORMATS for p in _files(path)):
@@ -195,8 +195,6 @@ class ImageClassification(ClassificationTask):
 
     # --- model inputs -----------------------------------------------------------------------
     def load_processor(self, location, spec, config):
-        from ..models import processor_location
-
         channels = getattr(config, "num_channels", 3)
         if channels not in (1, 3):
             raise HFTransferError(
@@ -322,7 +320,9 @@ def default_image_processor(config: Any):
     """The default image processor of ``config.model_type``, sized to ``config.image_size``
     (and ``num_channels``): what a random-init model from ``model.config`` is fed."""
     from transformers.models.auto.image_processing_auto import (
-        IMAGE_PROCESSOR_MAPPING_NAMES, get_image_processor_class_from_name)
+        IMAGE_PROCESSOR_MAPPING_NAMES,
+        get_image_processor_class_from_name,
+    )
     from transformers.utils import is_torchvision_available
 
     model_type = config.model_type

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from ..errors import HFTransferError
+from ..models import load_text_processor, position_limit
 from ..registry import register_task
 from .base import ClassificationTask, max_text_length, text_problem
 
@@ -19,6 +20,7 @@ class TextClassification(ClassificationTask):
     auto_class_name = "AutoModelForSequenceClassification"
     pipeline_tag = "text-classification"
     peft_task_type = "SEQ_CLS"
+    features = "pooled"
     position_limit: int | None = None
     """How many tokens the model's position embeddings cover (set by load_processor)."""
 
@@ -68,8 +70,6 @@ class TextClassification(ClassificationTask):
         return tokenizer(texts, pairs, truncation=True, max_length=self._max_length(tokenizer))
 
     def load_processor(self, location, spec, config):
-        from ..models import load_text_processor, position_limit
-
         tokenizer = load_text_processor(location, spec, config)
         self.position_limit = position_limit(config)
         self._max_length(tokenizer)  # a max_length beyond the model's positions fails here

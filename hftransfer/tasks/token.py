@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ..data import read_text, resolve_files
 from ..errors import HFTransferError
+from ..models import load_text_processor, position_limit
 from ..registry import register_task
 from .base import Task, label_str, max_text_length
 
@@ -24,8 +26,6 @@ _TAG = re.compile(r"^(O|[BI]-\S+)$")
 def read_conll(path: Path, where: str) -> list[dict[str, list[str]]]:
     """Sentences of a CoNLL column file: the token in the first column, the tag in the last;
     blank lines end sentences; ``-DOCSTART-`` lines are skipped; LF or CRLF."""
-    from ..data import read_text
-
     sentences: list[dict[str, list[str]]] = []
     tokens: list[str] = []
     tags: list[str] = []
@@ -93,6 +93,7 @@ class TokenClassification(Task):
     pipeline_tag = "token-classification"
     peft_task_type = "TOKEN_CLS"
     primary_metric = "f1"
+    features = "per-token"
     position_limit: int | None = None
     """How many tokens the model's position embeddings cover (set by load_processor)."""
 
@@ -110,8 +111,6 @@ class TokenClassification(Task):
     # --- data -------------------------------------------------------------------------------
     def read_split(self, entry, where, declared_format):
         import datasets
-
-        from ..data import resolve_files
 
         fmt = (declared_format or "").lower()
         path = Path(entry).expanduser()
@@ -194,8 +193,6 @@ class TokenClassification(Task):
 
     # --- model inputs -----------------------------------------------------------------------
     def load_processor(self, location, spec, config):
-        from ..models import load_text_processor, position_limit
-
         tokenizer = load_text_processor(location, spec, config)
         if not tokenizer.is_fast:
             raise HFTransferError(

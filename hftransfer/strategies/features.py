@@ -1,25 +1,16 @@
-"""Feature extraction: a frozen encoder runs once over each split, its pooled features are cached
-on disk, and only a new head (linear probe or MLP) trains on them — in seconds per epoch.
+"""The ``feature-extraction`` strategy: a frozen encoder runs once over each split, its features
+are cached on disk (keyed by the frozen weights, the model inputs and the pooling), and only a
+new head (linear probe or MLP) trains on them — in seconds per epoch.
 
 The run is saved as a plain ``AutoModelFor...`` model that ``pipeline()`` loads and that
-computes exactly what was trained. Sentence classification with a BERT/RoBERTa-style head:
-
-* the head maps onto the architecture's own classification head, a dense layer with tanh and an
-  output layer (BERT's pooler + classifier, RoBERTa's classifier.dense + out_proj): an MLP head is
-  that pair; a linear head is ``W·tanh(εz)/ε`` (the dense layer is ``εI``), trained as such;
-* mean pooling becomes one appended encoder layer whose attention is uniform over the real
-  tokens (zero queries) and whose value projection is ``c·I``: its first-token output is the
-  layer-normalised mean of the tokens (the residual first token is ``1/c`` of the sum and
-  vanishes under LayerNorm). Features are read from that same layer, so nothing is approximated.
-
-Every other task (tokens, images, audio): the features are what the model's own output layer
-receives (captured with a hook, per labelled token for token tasks), the head is a copy of that
-layer, trained on them and written back. A new linear layer in front of it (wav2vec2's
-projector) becomes the identity, so the probe sees the pooled encoder output.
+computes exactly what was trained: the trained head is written into the model's own layers
+(see :mod:`hftransfer.surgery`). Where the features come from is the task's capability
+``features``: ``pooled`` (the encoder's first-token output, through the model's own
+classification head, with optional mean pooling), ``output-layer`` (what the model's output
+layer receives) or ``per-token`` (that, for every labelled token).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import os
@@ -28,145 +19,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import default_data_collator
 
-from .errors import HFTransferError
-from .models import resolve
-from .registry import register_strategy
-from .strategies import Strategy
+from .. import cache
+from ..errors import HFTransferError
+from ..models import resolve
+from ..registry import get_task, register_strategy
+from ..surgery import (
+    FeatureHead,
+    OutputLayerHead,
+    append_averaging_layer,
+    can_average,
+    head_pair,
+    identity_projections,
+    output_layer,
+)
+from .base import Strategy
 
 logger = logging.getLogger("hftransfer")
-
-LINEAR_EPS = 1e-2  # linear head through the tanh dense layer: tanh(εz)/ε ≈ z, exact by training on it
-MEAN_VALUE_SCALE = 1e4  # value projection c·I of the averaging layer: the residual weighs 1/c
-
-
-def cache_root() -> Path:
-    """``$HFTRANSFER_CACHE``, else ``<HF cache home>/hftransfer``."""
-    if os.environ.get("HFTRANSFER_CACHE"):
-        return Path(os.environ["HFTRANSFER_CACHE"])
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HOME) / "hftransfer"
-
-
-def _head_pair(model) -> tuple[nn.Linear, nn.Linear] | None:
-    """(dense, output) of a tanh-dense + linear classification head, or None."""
-    base = model.base_model
-    pooler = getattr(base, "pooler", None)
-    classifier = getattr(model, "classifier", None)
-    if pooler is not None and isinstance(getattr(pooler, "dense", None), nn.Linear) \
-            and isinstance(classifier, nn.Linear):
-        return pooler.dense, classifier
-    if classifier is not None and isinstance(getattr(classifier, "dense", None), nn.Linear) \
-            and isinstance(getattr(classifier, "out_proj", None), nn.Linear):
-        return classifier.dense, classifier.out_proj
-    return None
-
-
-def _layers(model) -> nn.ModuleList | None:
-    encoder = getattr(model.base_model, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    return layers if isinstance(layers, nn.ModuleList) and len(layers) else None
-
-
-_AVERAGING_PARTS = ("attention.self.query", "attention.self.key", "attention.self.value",
-                    "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
-                    "output.dense", "output.LayerNorm")
-
-
-def _can_average(model) -> bool:
-    layers = _layers(model)
-    if layers is None:
-        return False
-    names = {n for n, _ in layers[-1].named_modules()}
-    return all(part in names for part in _AVERAGING_PARTS)
-
-
-def append_averaging_layer(model) -> None:
-    """Append an encoder layer whose first-token output is LayerNorm(mean of the tokens)."""
-    layers = _layers(model)
-    layer = copy.deepcopy(layers[-1])
-    parts = dict(layer.named_modules())
-    hidden = model.config.hidden_size
-    with torch.no_grad():
-        for name in _AVERAGING_PARTS:
-            module = parts[name]
-            module.weight.zero_()
-            if module.bias is not None:
-                module.bias.zero_()
-        parts["attention.self.value"].weight.copy_(torch.eye(hidden) * MEAN_VALUE_SCALE)
-        parts["attention.output.dense"].weight.copy_(torch.eye(hidden))
-        parts["attention.output.LayerNorm"].weight.fill_(1.0)
-        parts["output.LayerNorm"].weight.fill_(1.0)
-    layers.append(layer)
-    model.config.num_hidden_layers = len(layers)
-
-
-class FeatureHead(nn.Module):
-    """The trainable head on cached features: linear (through tanh(εz)/ε) or tanh MLP."""
-
-    def __init__(self, hidden: int, num_labels: int, kind: str, dropout: float = 0.1):
-        super().__init__()
-        self.kind = kind
-        self.dense = nn.Linear(hidden, hidden) if kind == "mlp" else None
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden, num_labels)
-
-    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None):
-        from transformers.modeling_outputs import SequenceClassifierOutput
-
-        if self.kind == "mlp":
-            x = torch.tanh(self.dense(self.dropout(features)))
-        else:
-            x = torch.tanh(LINEAR_EPS * features) / LINEAR_EPS
-        logits = self.out(self.dropout(x))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
-
-    def export_to(self, dense: nn.Linear, out: nn.Linear) -> None:
-        """Write this head into the model's own (dense, out) head, computing the same logits."""
-        with torch.no_grad():
-            if self.kind == "mlp":
-                dense.weight.copy_(self.dense.weight)
-                dense.bias.copy_(self.dense.bias)
-                out.weight.copy_(self.out.weight)
-            else:
-                dense.weight.copy_(torch.eye(dense.weight.shape[0]) * LINEAR_EPS)
-                dense.bias.zero_()
-                out.weight.copy_(self.out.weight / LINEAR_EPS)
-            out.bias.copy_(self.out.bias)
-
-
-class OutputLayerHead(nn.Module):
-    """A copy of the model's output layer, trained on the features it receives (a linear probe);
-    per-token features come as (batch, tokens, hidden) with -100 labels on the padding."""
-
-    def __init__(self, layer: nn.Linear, dropout: float = 0.1):
-        super().__init__()
-        self.layer = copy.deepcopy(layer).requires_grad_(True)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None):
-        from transformers.modeling_outputs import TokenClassifierOutput
-
-        logits = self.layer(self.dropout(features))
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                               ignore_index=-100)
-        return TokenClassifierOutput(loss=loss, logits=logits)
-
-    def export_to(self, layer: nn.Linear) -> None:
-        with torch.no_grad():
-            layer.weight.copy_(self.layer.weight)
-            layer.bias.copy_(self.layer.bias)
-
-
-def output_layer(model, num_labels: int) -> nn.Linear | None:
-    """The model's final Linear to ``num_labels`` outputs (its task head's output layer)."""
-    found = [m for _, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == num_labels]
-    return found[-1] if found else None
 
 
 def pad_token_features(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -268,7 +140,7 @@ class FeatureExtraction(Strategy):
 
     @classmethod
     def validate_recipe(cls, recipe):
-        if recipe.task_type != "text-classification":
+        if get_task(recipe.task_type).features != "pooled":
             o = recipe.strategy_options
             if o.head != "linear":
                 raise HFTransferError(
@@ -283,12 +155,13 @@ class FeatureExtraction(Strategy):
 
     @property
     def pooled(self) -> bool:
-        """Sentence classification through the model's tanh-dense head (else: output layer)."""
-        return self.task.name == "text-classification"
+        """Features pooled by the encoder, through the model's tanh-dense head (else: what the
+        model's output layer receives)."""
+        return self.task.features == "pooled"
 
     @property
     def per_token(self) -> bool:
-        return self.task.name == "token-classification"
+        return self.task.features == "per-token"
 
     def pooling_for(self, spec) -> str:
         if self.options.pooling:
@@ -310,7 +183,7 @@ class FeatureExtraction(Strategy):
                     f"{config.model_type!r} has no linear one; use partial-freeze or lora"
                 )
             return
-        if _head_pair(skeleton) is None:
+        if head_pair(skeleton) is None:
             raise HFTransferError(
                 f"feature-extraction saves its head into the model's own classification head, and "
                 f"model type {config.model_type!r} has none of the supported kind (BERT/RoBERTa-style "
@@ -321,11 +194,13 @@ class FeatureExtraction(Strategy):
         model = super().build_model(spec, labels)
         if not self.pooled:
             self.pooling = "model"
-            self._identity_projection(model, labels)
+            # A new square layer before the output layer (wav2vec2's projector) passes the
+            # pooled encoder output through unchanged: the probe sees the features themselves.
+            identity_projections(model, self.new_params, keep=output_layer(model, len(labels)))
             return model
         self.pooling = self.pooling_for(spec)
         if self.pooling == "mean":
-            if not _can_average(model):
+            if not can_average(model):
                 raise HFTransferError(
                     f"strategy.pooling=mean is not available for model type {model.config.model_type!r}; "
                     "use pooling: cls"
@@ -338,17 +213,6 @@ class FeatureExtraction(Strategy):
         if not self.pooled and getattr(config, "classifier_proj_size", None) is not None:
             return {"classifier_proj_size": config.hidden_size}  # room for the identity below
         return {}
-
-    def _identity_projection(self, model, labels) -> None:
-        """A new square linear layer before the output layer (wav2vec2's projector) becomes the
-        identity: a frozen random projection would throw information away."""
-        out = output_layer(model, len(labels))
-        for name, module in model.named_modules():
-            if isinstance(module, nn.Linear) and module is not out and f"{name}.weight" in self.new_params \
-                    and module.in_features == module.out_features:
-                with torch.no_grad():
-                    module.weight.copy_(torch.eye(module.in_features))
-                    module.bias.zero_()
 
     def prepare(self, model):
         self.full_model = model.eval()
@@ -365,8 +229,6 @@ class FeatureExtraction(Strategy):
         return {"trainable": head, "total": sum(p.numel() for p in self.full_model.parameters())}
 
     def prepare_data(self, train_ds, evals, collator):
-        from transformers import default_data_collator
-
         # The cache key covers every frozen weight the features depend on: the encoder, or the
         # whole model but its (freshly initialised, retrained) output layer.
         if self.pooled:
@@ -380,12 +242,10 @@ class FeatureExtraction(Strategy):
 
     def features(self, ds, collator, split: str):
         """The features of a preprocessed split, from the cache or computed (and cached)."""
-        from safetensors.torch import load_file, save_file
-
         key = hashlib.sha256(
             f"v2|{self.task.name}|{self.model_key}|{self.pooling}|"
             f"{_inputs_digest(ds, self.per_token)}".encode()).hexdigest()[:32]
-        path = cache_root() / "features" / f"{key}.safetensors"
+        path = cache.entry(cache.FEATURES, f"{key}.safetensors")
         if self.options.cache and path.exists():
             logger.info("%s: features from cache %s", split, path)
             tensors = load_file(str(path))
@@ -393,7 +253,7 @@ class FeatureExtraction(Strategy):
             tensors = self.encode(ds, collator, split)
             if self.options.cache:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                tmp = cache.staging_name(path)
                 save_file(tensors, str(tmp))
                 os.replace(tmp, path)  # readers never see a half-written file
         labels = tensors.get("labels")
@@ -450,7 +310,7 @@ class FeatureExtraction(Strategy):
 
     def save(self, model, directory):
         if self.pooled:
-            model.export_to(*_head_pair(self.full_model))
+            model.export_to(*head_pair(self.full_model))
         else:
             model.export_to(output_layer(self.full_model, self.full_model.config.num_labels))
         self.full_model.save_pretrained(directory)

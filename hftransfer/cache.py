@@ -1,0 +1,34 @@
+"""Where the kit caches what it can compute again: features of frozen encoders and adapter runs
+merged into their base (``$HFTRANSFER_CACHE``, else ``<HF cache home>/hftransfer``).
+
+Every entry is written to a temporary name and renamed into place, so an entry that exists is
+complete; a failure leaves no entry behind.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FEATURES = "features"
+"""Cached features: one safetensors file per (encoder weights, inputs, pooling)."""
+MERGED = "merged"
+"""Adapter runs merged into their base model, to serve as a plain source model."""
+
+
+def cache_root() -> Path:
+    """``$HFTRANSFER_CACHE``, else ``<HF cache home>/hftransfer``."""
+    if os.environ.get("HFTRANSFER_CACHE"):
+        return Path(os.environ["HFTRANSFER_CACHE"])
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "hftransfer"
+
+
+def entry(kind: str, name: str) -> Path:
+    """The path of one cache entry (``kind`` is FEATURES or MERGED)."""
+    return cache_root() / kind / name
+
+
+def staging_name(path: Path) -> Path:
+    """A temporary sibling of ``path`` for this process: written there, renamed into place."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")

@@ -1,0 +1,324 @@
+"""Recipes: YAML -> typed dataclasses, dotted overrides, validation before any model loads.
+
+A recipe names a source model, a target task with its data, a transfer strategy and the
+training arguments::
+
+    name: sst2-lora
+    model: {name_or_path: embedded}
+    task: {type: text-classification, text_column: text, label_column: label}
+    data: {train: data/train.csv, validation: data/validation.csv}
+    strategy: {name: lora, peft: {r: 8}}
+    train: {learning_rate: 5.0e-4, num_train_epochs: 3}
+
+Unknown keys are errors that name the key and list the allowed ones; ``task`` and ``strategy``
+options are checked against the registered class's own options dataclass, ``train`` against
+``transformers.TrainingArguments``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data import FORMATS, TASK_FORMATS
+from ..errors import HFTransferError
+from ..registry import get_strategy, get_task
+from .training import validate_training_arguments
+from .values import build, check_seed, check_tree, quote
+from .yamlfile import apply_overrides, read_yaml
+
+EMBEDDED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class ModelSpec:
+    """Where the source model comes from and what loading it may do."""
+
+    name_or_path: str = "embedded"
+    """Hub id, local directory, or an hftransfer run directory; ``embedded`` = the bundled MiniLM."""
+    revision: str | None = None
+    trust_remote_code: bool = False
+    """Run Python code shipped with the model (off unless you trust the model's author)."""
+    allow_pickle: bool = False
+    """Load ``pytorch_model.bin`` weights (pickle can run code; safetensors only by default)."""
+    config: dict[str, Any] | None = None
+    """An inline config (``{model_type: vit, hidden_size: 64, ...}``): a randomly initialised
+    source model of that architecture instead of a checkpoint (``name_or_path`` is then unused)."""
+    processor: str | None = None
+    """Where to load the tokenizer / image processor / feature extractor from, when it is not
+    next to the model (needed for text models built from ``config``)."""
+
+    def __post_init__(self) -> None:
+        for key in ("name_or_path", "processor", "revision"):
+            value = getattr(self, key)
+            if value is not None and not value.strip():
+                raise HFTransferError(
+                    f"model.{key} is empty; give a Hub id or a directory (or leave the key out)")
+
+
+@dataclass
+class DataSpec:
+    """Where the examples come from and how much of them to use."""
+
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    dataset: str | None = None
+    """A Hub dataset id, used instead of local files."""
+    dataset_config: str | None = None
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    test_split: str | None = "test"
+    format: str | None = None
+    """csv, json, jsonl or parquet; by default taken from the file extension."""
+    validation_fraction: float = 0.1
+    """Carved from train (seeded, stratified) when there is no validation split; 0 = none."""
+    max_train_samples: int | None = None
+    samples_per_label: int | None = None
+    """A label budget: keep this many training examples per label (seeded)."""
+    seed: int | None = None
+    """Seed for splits and budgets; defaults to ``train.seed``."""
+
+    def __post_init__(self) -> None:
+        for key in ("train", "validation", "test", "dataset", "dataset_config"):
+            value = getattr(self, key)
+            if value is not None and not value.strip():
+                # An empty path would name the current directory and read every file under it.
+                raise HFTransferError(
+                    f"data.{key} is empty; give a file, glob or folder (or leave the key out)")
+        if self.seed is not None:
+            check_seed(self.seed, "data.seed")
+        known = sorted(set(FORMATS.values()) | set(TASK_FORMATS))
+        if self.format is not None and self.format.lower() not in known:
+            raise HFTransferError(
+                f"data.format {self.format!r} is not supported; use one of {', '.join(known)}"
+            )
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise HFTransferError(
+                f"data.validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
+        for key in ("max_train_samples", "samples_per_label"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise HFTransferError(f"data.{key} must be at least 1, got {value}")
+
+
+@dataclass
+class TaskEntry:
+    """One task of a multi-task recipe (``tasks: {NAME: {task: {...}, data: {...}}}``)."""
+
+    task: dict[str, Any] = field(default_factory=lambda: {"type": "text-classification"})
+    data: DataSpec = field(default_factory=DataSpec)
+    # Filled by validate(): the task's parsed options.
+    task_options: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def task_type(self) -> str:
+        return self.task.get("type", "text-classification")
+
+
+# A task name becomes a directory (RUN/tasks/NAME) and a metric key (validation.NAME.f1).
+TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+RESERVED_TASK_NAMES = ("combined", "loss")
+
+
+@dataclass
+class Recipe:
+    """One run: source model + target task and data + strategy + training arguments.
+
+    A multi-task recipe gives ``tasks:`` (several named task + data pairs) instead of ``task:``
+    and ``data:``."""
+
+    name: str | None = None
+    model: ModelSpec = field(default_factory=ModelSpec)
+    task: dict[str, Any] = field(default_factory=lambda: {"type": "text-classification"})
+    data: DataSpec = field(default_factory=DataSpec)
+    tasks: dict[str, Any] | None = None
+    """Multi-task recipes: ``{NAME: {task: {...}, data: {...}}}``, trained with strategy multitask."""
+    strategy: dict[str, Any] = field(default_factory=lambda: {"name": "full"})
+    train: dict[str, Any] = field(default_factory=dict)
+    """Any ``transformers.TrainingArguments`` field."""
+
+    # Filled by validate(): the registered classes and their parsed options.
+    task_options: Any = field(default=None, repr=False, compare=False)
+    strategy_options: Any = field(default=None, repr=False, compare=False)
+    members: dict[str, TaskEntry] = field(default_factory=dict, repr=False, compare=False)
+    """The parsed ``tasks:`` of a multi-task recipe, in recipe order."""
+
+    @property
+    def is_multitask(self) -> bool:
+        return self.tasks is not None
+
+    @property
+    def task_type(self) -> str:
+        if self.is_multitask:
+            return "multitask"
+        return self.task.get("type", "text-classification")
+
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy.get("name", "full")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as plain data, as written to ``RUN/recipe.yaml``."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("task_options", "strategy_options", "members"):
+                continue
+            if f.name in ("task", "data") and self.is_multitask:
+                continue
+            if f.name == "tasks" and not self.is_multitask:
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        if self.members:
+            out["tasks"] = {name: {"task": entry.task, "data": dataclasses.asdict(entry.data)}
+                            for name, entry in self.members.items()}
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# A recipe name becomes a directory (runs/NAME): a name, never a path (no separators, no
+# leading dot, nothing a file system or a shell treats specially).
+RUN_NAME = re.compile(r'^\w(?:[^/\\\x00-\x1f\x7f:*?"<>|]{0,126}[^/\\\x00-\x1f\x7f:*?"<>|. ])?$')
+
+
+def run_name_from(stem: str) -> str:
+    """A usable run name from a recipe file's name (``my recipe.yaml`` -> ``my-recipe``)."""
+    name = re.sub(r'[/\\\x00-\x1f\x7f:*?"<>|]+', "-", stem).lstrip("-. ")[:128].rstrip(". ")
+    return name if RUN_NAME.match(name) else "run"
+
+
+def load_recipe(
+    source: str | Path | dict[str, Any] | Recipe, overrides: list[str] | None = None
+) -> Recipe:
+    """Read, override and validate a recipe.
+
+    ``source`` is a YAML path, a mapping or a Recipe. Raises HFTransferError on any mistake,
+    before a model or data file is touched.
+
+    >>> recipe = load_recipe("recipes/quickstart.yaml", ["strategy.name=scratch"])
+    """
+    if isinstance(source, Recipe):
+        data = source.to_dict()
+        default_name = source.name
+    elif isinstance(source, dict):
+        data = source
+        default_name = None
+    else:
+        path = Path(source)
+        data = read_yaml(path)
+        default_name = run_name_from(path.stem)
+    data = apply_overrides(data, list(overrides or []))
+    check_tree(data)
+    if "tasks" in data and data["tasks"] is not None and ("task" in data or "data" in data):
+        raise HFTransferError(
+            "a recipe with tasks: gives every task its own task: and data: under tasks.NAME; "
+            "remove the top-level " + " and ".join(repr(k) for k in ("task", "data") if k in data)
+        )
+    for section in ("task", "strategy", "train"):
+        if data.get(section) is None:
+            data.pop(section, None)
+        elif not isinstance(data[section], dict):
+            raise HFTransferError(f"{section} must be a mapping, got {quote(data[section])}")
+    if isinstance(data.get("model"), str):  # `model: bert-base-uncased` shorthand
+        data["model"] = {"name_or_path": data["model"]}
+    recipe = build(Recipe, data, "")
+    if recipe.name is None:
+        recipe.name = default_name
+    validate(recipe)
+    return recipe
+
+
+def validate(recipe: Recipe) -> Recipe:
+    """Check everything that can be checked without loading a model or data."""
+    recipe.strategy.setdefault("name", "full")
+    if not isinstance(recipe.strategy["name"], str):
+        raise HFTransferError("strategy.name must be a string")
+    strategy_cls = get_strategy(recipe.strategy["name"])
+    if recipe.is_multitask:
+        recipe.members = _validate_tasks(recipe.tasks)
+    else:
+        recipe.task_options = _task_options(recipe.task, "task")
+        _check_data(recipe.data, "data")
+    recipe.strategy_options = build(
+        strategy_cls.Options, recipe.strategy, "strategy", skip=("name",)
+    )
+    if recipe.is_multitask != bool(getattr(strategy_cls, "multitask", False)):
+        raise HFTransferError(
+            "a recipe with tasks: trains with strategy.name: multitask" if recipe.is_multitask else
+            f"strategy {recipe.strategy['name']!r} trains several tasks: give them as "
+            "tasks: {NAME: {task: {...}, data: {...}}, ...} instead of task: and data:"
+        )
+    strategy_cls.validate_recipe(recipe)
+    recipe.train = validate_training_arguments(recipe.train)
+    if recipe.name is not None and not recipe.name.strip():
+        raise HFTransferError("name must not be empty")
+    if recipe.name is not None and not RUN_NAME.match(recipe.name):
+        raise HFTransferError(
+            f"name {quote(recipe.name)} is not a usable run name: it names the run directory "
+            "(runs/NAME), so it starts with a letter, digit or '_', has no '/', '\\' or control "
+            "characters and at most 128 characters; pick another directory with --output-dir")
+    return recipe
+
+
+def _task_options(task: dict[str, Any], where: str) -> Any:
+    if not isinstance(task.get("type", "text-classification"), str):
+        raise HFTransferError(f"{where}.type must be a string")
+    task.setdefault("type", "text-classification")
+    task_cls = get_task(task["type"], where=f"{where}.type")
+    return build(task_cls.Options, task, where, skip=("type",))
+
+
+def _check_data(d: DataSpec, where: str) -> None:
+    if d.dataset is None and d.train is None:
+        raise HFTransferError(
+            f"{where}.train is missing: give a training file (csv, json, jsonl, parquet) "
+            f"or {where}.dataset with a Hub dataset id"
+        )
+    if d.dataset is not None and d.train is not None:
+        raise HFTransferError(
+            f"give either {where}.train (local files) or {where}.dataset (Hub), not both")
+
+
+def _validate_tasks(tasks: Any) -> dict[str, TaskEntry]:
+    """The ``tasks:`` mapping of a multi-task recipe, checked: names, task options, data."""
+    if not isinstance(tasks, dict) or len(tasks) < 2:
+        raise HFTransferError(
+            "tasks must map two or more task names to {task: {...}, data: {...}}"
+            + (f"; got {len(tasks)} task" if isinstance(tasks, dict) else f", got {tasks!r}")
+        )
+    members: dict[str, TaskEntry] = {}
+    folded: dict[str, str] = {}
+    for name, entry in tasks.items():
+        name = str(name)
+        if not TASK_NAME.match(name) or name in RESERVED_TASK_NAMES:
+            raise HFTransferError(
+                f"task name {name!r} (under tasks) is not usable: a name starts with a letter and "
+                "has only letters, digits, '_' and '-' (at most 64)"
+                + (f", and {', '.join(RESERVED_TASK_NAMES)} are reserved" if name in RESERVED_TASK_NAMES else "")
+            )
+        if name.lower() in folded:  # RUN/tasks/NER and RUN/tasks/ner are one folder on some disks
+            raise HFTransferError(
+                f"task names {folded[name.lower()]!r} and {name!r} clash (they differ only in case); "
+                "rename one"
+            )
+        folded[name.lower()] = name
+        where = f"tasks.{name}"
+        if entry is None or isinstance(entry, dict) and "data" not in entry:
+            raise HFTransferError(
+                f"{where} has no data: give {where}.data.train (a file) or {where}.data.dataset"
+            )
+        parsed = build(TaskEntry, entry, where)
+        parsed.task_options = _task_options(parsed.task, f"{where}.task")
+        _check_data(parsed.data, f"{where}.data")
+        members[name] = parsed
+    return members
+
+

@@ -1,0 +1,197 @@
+"""The ``train:`` section: the kit's training defaults, the merge that gives a run's effective
+arguments, and the checks of values that ``transformers.TrainingArguments`` lets through but
+that would fail (or train nothing, or upload behind the kit's back) once training runs."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ..errors import HFTransferError
+from .values import TOKEN_HINT, check_seed, clip, coerce, quote
+
+# What every run gets unless the task, the strategy or the recipe says otherwise.
+KIT_DEFAULTS: dict[str, Any] = {
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64,
+    "weight_decay": 0.01,
+    # Batches of similar lengths: dynamic padding then pads SST-2-like data ~2x less.
+    "train_sampling_strategy": "group_by_length",
+    "eval_strategy": "no",
+    "save_strategy": "epoch",
+    "save_total_limit": 1,
+    "logging_strategy": "steps",
+    "logging_steps": 50,
+    "report_to": "none",
+    "seed": 0,
+    # One label per example: per-token loss averaging across processes does not apply, and with
+    # it the Trainer reports losses multiplied by the number of processes.
+    "average_tokens_across_devices": False,
+}
+
+
+def training_values(train: dict[str, Any], task_defaults: dict[str, Any],
+                    strategy_defaults: dict[str, Any]) -> dict[str, Any]:
+    """The training arguments a run uses: kit defaults < device defaults < the task's defaults <
+    the strategy's defaults < the recipe's ``train:``."""
+    import torch
+
+    # Pinned memory only helps copies to a GPU (and warns on every dataloader without one).
+    device_defaults: dict[str, Any] = {"dataloader_pin_memory": torch.cuda.is_available()}
+    if not torch.cuda.is_available() and world_size() > 1:
+        # Processes launched on CPUs: without use_cpu Accelerate finds no GPU and sets up no
+        # process group at all, so every process would train and evaluate alone.
+        device_defaults.update(use_cpu=True, ddp_backend="gloo")
+    values = {**KIT_DEFAULTS, **device_defaults, **task_defaults, **strategy_defaults, **train}
+    return best_model_needs_eval(values)
+
+
+def world_size() -> int:
+    """How many processes ``accelerate launch`` (or torchrun) started; 1 for a plain run."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def best_model_needs_eval(values: dict[str, Any]) -> dict[str, Any]:
+    """``load_best_model_at_end`` without an eval strategy evaluates whenever it saves."""
+    if values.get("load_best_model_at_end") and values.get("eval_strategy", "no") == "no":
+        values["eval_strategy"] = values.get("save_strategy", "epoch")
+    return values
+
+
+# Fields the kit owns: setting them in `train:` would break the run directory contract.
+_RESERVED_TRAIN_KEYS = {
+    "output_dir": "use --output-dir on the command line",
+    "resume_from_checkpoint": "use --resume on the command line",
+    "do_train": "the kit always trains", "do_eval": "the kit decides", "do_predict": "the kit decides",
+    "local_rank": "accelerate launch sets it",
+    # Credentials: the recipe is saved with the run (recipe.yaml, card, checkpoints) and pushed.
+    "hub_token": f"credentials never go in a recipe, which is saved with the run; {TOKEN_HINT}",
+}
+# The Trainer's own uploads would send checkpoints (with optimizer and RNG pickles) to the Hub
+# during training, past every check of `hftransfer push`.
+_UPLOAD_PREFIXES = ("push_to_hub", "hub_")
+_UPLOAD_HINT = ("the Trainer would upload checkpoints (with pickled optimizer and RNG state) during "
+                "training; publish a finished run with `hftransfer push RUN_DIR --repo-id ID`")
+# Bounds TrainingArguments does not check itself (a 0 batch size fails deep in the data loader).
+_AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size",
+                 "gradient_accumulation_steps", "eval_accumulation_steps")
+_NOT_NEGATIVE = ("learning_rate", "num_train_epochs", "weight_decay", "warmup_steps", "max_grad_norm",
+                 "dataloader_num_workers", "label_smoothing_factor", "adam_epsilon")
+_POSITIVE_IF_SET = ("logging_steps", "save_steps", "eval_steps")
+
+
+def validate_training_arguments(train: dict[str, Any]) -> dict[str, Any]:
+    """Check ``train:`` keys and value types against ``transformers.TrainingArguments``, and
+    the values that would fail (or train nothing) only once training runs."""
+    from transformers import TrainingArguments
+
+    fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
+    hints = typing.get_type_hints(TrainingArguments)
+    out = {}
+    for key, value in train.items():
+        if not isinstance(key, str):
+            raise HFTransferError(f"train: key {quote(key)} is not a name; train accepts "
+                                  "transformers.TrainingArguments fields")
+        if key in _RESERVED_TRAIN_KEYS:
+            raise HFTransferError(f"train.{key} cannot be set in a recipe: {_RESERVED_TRAIN_KEYS[key]}")
+        if key.startswith(_UPLOAD_PREFIXES):
+            raise HFTransferError(f"train.{key} cannot be set in a recipe: {_UPLOAD_HINT}")
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise HFTransferError(
+                f"unknown key 'train.{key}': train accepts transformers.TrainingArguments fields{hint}"
+            )
+        tp = hints.get(key, Any)
+        if tp in (int, float, bool, str) or typing.get_origin(tp) in (typing.Union, types.UnionType) \
+                and all(a in (int, float, bool, str, type(None)) for a in typing.get_args(tp)):
+            value = coerce(value, tp, f"train.{key}")
+        out[key] = value
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and key in _AT_LEAST_ONE and value < 1:
+            raise HFTransferError(f"train.{key} must be at least 1, got {value}")
+        if number and key in _NOT_NEGATIVE and value < 0:
+            raise HFTransferError(f"train.{key} must not be negative, got {value}")
+        if number and key in _POSITIVE_IF_SET and value <= 0:
+            raise HFTransferError(f"train.{key} must be above 0, got {value}")
+        if key in ("seed", "data_seed") and value is not None:
+            check_seed(value, f"train.{key}")
+    steps = out.get("max_steps", -1)
+    if isinstance(steps, int) and steps == 0 or isinstance(steps, int) and steps < -1:
+        raise HFTransferError(f"train.max_steps must be a positive number of steps (or -1 for "
+                              f"num_train_epochs), got {steps}")
+    if out.get("num_train_epochs") == 0 and not (isinstance(steps, int) and steps > 0):
+        raise HFTransferError("train.num_train_epochs is 0: the run would train nothing; give a "
+                              "number of epochs (or train.max_steps)")
+    _check_integrations(out)
+    # Values TrainingArguments rejects, judged with the kit's defaults beneath them (as training
+    # will run): `load_best_model_at_end` alone is fine, since the kit saves every epoch.
+    make_training_arguments(best_model_needs_eval({**KIT_DEFAULTS, **out}), "/nonexistent/hftransfer-validation")
+    return out
+
+
+def _check_integrations(train: dict[str, Any]) -> None:
+    """``report_to``, ``deepspeed`` and ``fsdp`` name things that must exist on this machine."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    wanted = train.get("report_to")
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted or [])
+    available = set(get_available_reporting_integrations())
+    for name in wanted:
+        if name in ("none", "all") or name in available:
+            continue
+        if name in INTEGRATION_TO_CALLBACK:
+            raise HFTransferError(f"train.report_to: {name} is not installed here; install it "
+                                  f"(pip install {name}) or remove it from report_to")
+        raise HFTransferError(f"train.report_to: {quote(name)} is not a logging integration; valid: "
+                              f"none, all, {', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+    deepspeed = train.get("deepspeed")
+    if deepspeed:
+        if importlib.util.find_spec("deepspeed") is None:
+            raise HFTransferError(
+                "train.deepspeed needs the package deepspeed, which is not installed here "
+                "(pip install deepspeed, on a machine with GPUs); or launch with an Accelerate "
+                "config instead (recipes/accelerate/deepspeed-zero2.yaml)")
+        if isinstance(deepspeed, str) and not Path(os.path.expanduser(deepspeed)).is_file():
+            raise HFTransferError(f"train.deepspeed: config file {quote(deepspeed)} does not exist")
+
+
+def check_distributed(values: dict[str, Any]) -> None:
+    """Settings that need ``accelerate launch`` with several processes, checked when a run starts."""
+    if values.get("fsdp") and world_size() < 2:
+        raise HFTransferError(
+            "train.fsdp shards the model over several processes, and this run has one; launch it "
+            "with accelerate launch --num_processes N (see recipes/accelerate/fsdp.yaml), or "
+            "remove train.fsdp")
+
+
+def make_training_arguments(values: dict[str, Any], output_dir: str):
+    """``TrainingArguments(**values)``; a rejected value becomes an error naming its key."""
+    from transformers import TrainingArguments
+
+    try:
+        return TrainingArguments(output_dir=output_dir, **values)
+    except (ValueError, TypeError, OSError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        culprit = next((k for k in values if _rejects(k, values[k])), None)
+        where = f"train.{culprit}" if culprit else "train"
+        raise HFTransferError(f"{where}: {clip(message)}") from None
+
+
+def _rejects(key: str, value: Any) -> bool:
+    from transformers import TrainingArguments
+
+    try:
+        TrainingArguments(output_dir="/nonexistent/hftransfer-validation", **{key: value})
+        return False
+    except (ValueError, TypeError, OSError):
+        return True

@@ -1,0 +1,189 @@
+"""The strategy interface: how knowledge moves from the source model to the target task.
+
+A strategy decides which parameters train, which extra loss terms apply, which other models
+take part and what gets saved. The engine calls the same hooks for every strategy, so a new one
+is one registered class::
+
+    @register_strategy("my-strategy")
+    class MyStrategy(Strategy):
+        def prepare(self, model): ...
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..models import load_config, load_pretrained, source_config, source_location
+from ..recipe import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..recipe import Recipe
+    from ..tasks.base import Task
+
+logger = logging.getLogger("hftransfer")
+
+# Architectures whose head classifies (their config's label names mean something).
+CLASSIFIER_SUFFIXES = ("ForSequenceClassification", "ForTokenClassification",
+                       "ForImageClassification", "ForAudioClassification")
+
+
+@dataclass
+class ExtraModel:
+    """A model that takes part in training without being trained or saved (a teacher, a frozen
+    source): the engine loads it through the model loader, freezes it, keeps it out of the
+    optimizer and the saved run, and puts it where the model trains."""
+
+    spec: ModelSpec
+    auto_class_name: str | None = None
+    """The ``transformers`` Auto class to load it with; default: the task's."""
+
+
+class Strategy:
+    """Base class: fine-tune the whole source model with a new task head."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {
+        "learning_rate": 1e-4, "num_train_epochs": 3, "warmup_steps": 0.1,
+    }
+    """TrainingArguments defaults for this strategy (the recipe's ``train:`` wins)."""
+    saves_adapter: ClassVar[bool] = False
+    augments: ClassVar[bool] = True
+    """Whether training sees the task's augmentation (not for features computed once and cached)."""
+    multitask: ClassVar[bool] = False
+    """Whether it trains a recipe's ``tasks:`` (several tasks) rather than one ``task:``."""
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, options: Any, task: "Task"):
+        self.options = options
+        self.task = task
+        self.new_params: set[str] = set()  # parameters initialised fresh (the head), by build_model
+        self.extras: dict[str, Any] = {}  # the models extra_models() asked for, loaded by the engine
+
+    @property
+    def new_modules(self) -> list[str]:
+        return sorted({name.rsplit(".", 1)[0] for name in self.new_params})
+
+    @classmethod
+    def validate_recipe(cls, recipe: "Recipe") -> None:
+        """Checks that need the whole recipe; raise HFTransferError."""
+
+    # --- lifecycle hooks --------------------------------------------------------------------
+    def build_model(self, spec: ModelSpec, labels: list[str]):
+        """Load the source model with a head sized for ``labels``."""
+        if spec.config is not None:
+            return self.random_model(spec, labels)
+        location = source_location(spec)
+        source = load_config(location, spec)
+        model, info = load_pretrained(
+            self.task.auto_class, location, spec,
+            ignore_mismatched_sizes=True, output_loading_info=True,
+            **self.task.model_kwargs(labels), **self.config_overrides(source),
+        )
+        new = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
+        old_labels = label_names(source)
+        if old_labels is not None and old_labels != labels and not new & head_params(model, self.task):
+            # Same head shape, different label set: the source head means nothing here.
+            for name, module in model.named_modules():
+                if name.split(".")[0] in self.task.head_prefixes and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+            new |= head_params(model, self.task)
+        if old_labels is not None and old_labels != labels:
+            logger.warning("source labels %s differ from the target's %s: the head is replaced",
+                           old_labels, labels)
+        self.new_params = new
+        return model
+
+    def config_overrides(self, config) -> dict[str, Any]:
+        """Changes to the source config that the strategy needs (on top of the label sizing)."""
+        return {}
+
+    def random_model(self, spec: ModelSpec, labels: list[str]):
+        """The source architecture with random weights (``model.config``, or ``scratch``)."""
+        config = source_config(spec, **self.task.model_kwargs(labels))
+        config.update(self.config_overrides(config))
+        model = self.task.auto_class.from_config(config, trust_remote_code=spec.trust_remote_code)
+        self.new_params = {name for name, _ in model.named_parameters()}
+        logger.info("%s: randomly initialised from its config", config.model_type)
+        return model
+
+    def check_model(self, config) -> None:
+        """Checks of the recipe against the source model's config, before any weights load."""
+
+    def extra_models(self) -> dict[str, ExtraModel]:
+        """Other models this strategy trains with (a teacher, a frozen source), by name; the
+        engine loads them into ``self.extras`` before :meth:`prepare`."""
+        return {}
+
+    def prepare(self, model):
+        """Freeze or wrap the model before training; returns the model to train."""
+        return model
+
+    def extra_loss(self, model, inputs: dict[str, Any], outputs: Any) -> "torch.Tensor | None":
+        """A term added to the task loss during training (regularisers, distillation): it sees
+        the model as built (not the DDP/FSDP wrapper), the batch and the model's outputs."""
+        return None
+
+    def parameter_groups(self, model) -> "list[tuple[list[tuple[str, torch.nn.Parameter]], float]] | None":
+        """(named parameters, learning-rate scale) groups for the optimizer, covering every
+        parameter that trains now or later; None = the Trainer's default (what requires grad)."""
+        return None
+
+    def batch_sampler(self, dataset: Any, batch_size: int, seed: int, world_size: int,
+                      grouped: bool) -> Any:
+        """A batch sampler for the training set (multi-task mixing); None = the Trainer's own."""
+        return None
+
+    def report(self, model) -> dict[str, Any]:
+        """Strategy facts for metrics.json["transfer"] after training."""
+        return {}
+
+    def prepare_data(self, train_ds, evals: dict[str, Any], collator):
+        """Turn the tokenised splits into what the prepared model trains on (default: as is)."""
+        return train_ds, evals, collator
+
+    def count_parameters(self, model) -> dict[str, int]:
+        """Trainable and total parameters of what this strategy trains and saves."""
+        return count_parameters(model)
+
+    def callbacks(self) -> list:
+        """TrainerCallbacks the strategy needs (schedules of unfreezing, ...)."""
+        return []
+
+    def save(self, model, directory: Path) -> None:
+        model.save_pretrained(directory)
+
+    def export(self, model, directory: Path, processor: Any) -> None:
+        """Write anything beyond the model, processor, recipe and metrics into the finished run
+        (default: nothing)."""
+
+    def load_trained(self, run_dir: Path, spec: ModelSpec):
+        """Load a run directory written by :meth:`save` for inference."""
+        return load_pretrained(self.task.auto_class, str(run_dir), ModelSpec(name_or_path=str(run_dir)))
+
+
+def label_names(config) -> list[str] | None:
+    """The label names of a classifier's config (None when the model has no classifying head)."""
+    archs = getattr(config, "architectures", None) or []
+    if not any(a.endswith(CLASSIFIER_SUFFIXES) for a in archs):
+        return None
+    id2label = getattr(config, "id2label", None) or {}
+    return [id2label[i] for i in sorted(id2label)]
+
+
+def head_params(model, task: "Task") -> set[str]:
+    """The names of the task head's parameters."""
+    return {n for n, _ in model.named_parameters() if n.split(".")[0] in task.head_prefixes}
+
+
+def count_parameters(model) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "total": total}
