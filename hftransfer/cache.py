@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import HFTransferError
+
 FEATURES = "features"
 """Cached features: one safetensors file per (encoder weights, inputs, pooling)."""
 MERGED = "merged"
@@ -26,7 +28,14 @@ def cache_root() -> Path:
 
 def entry(kind: str, name: str) -> Path:
     """The path of one cache entry (``kind`` is FEATURES or MERGED)."""
-    return cache_root() / kind / name
+    folder = cache_root() / kind
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HFTransferError(
+            f"the cache folder {str(folder)!r} cannot be made ({exc.strerror}); point HFTRANSFER_CACHE "
+            "at a writable directory") from None
+    return folder / name
 
 
 def staging_name(path: Path) -> Path:

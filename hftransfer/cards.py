@@ -28,6 +28,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from . import rundir
+from .errors import HFTransferError
 from .models import is_hub_id
 from .recipe import Recipe, load_recipe
 from .registry import get_strategy, get_task
@@ -238,6 +239,15 @@ def _license(metrics: dict[str, Any]) -> dict[str, str]:
 
 def card_of(run_dir: Path, task: str | None = None, metrics: dict[str, Any] | None = None) -> ModelCard:
     """The card of a run, or of one task of a multi-task run, rendered from the run's files."""
+    try:
+        return _card_of(run_dir, task, metrics)
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited metrics.json
+        raise HFTransferError(
+            f"the files of {str(run_dir)!r} do not have the shape the kit writes ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); restore metrics.json or retrain the run") from None
+
+
+def _card_of(run_dir: Path, task: str | None, metrics: dict[str, Any] | None) -> ModelCard:
     run = read_run(run_dir, metrics=metrics)
     if task is None:
         return render_multitask_card(run) if run.recipe.is_multitask else render_card(run)
@@ -254,16 +264,27 @@ def write_cards(run_dir: Path, metrics: dict[str, Any] | None = None) -> list[Pa
     run_dir = Path(run_dir)
     recipe = load_recipe(run_dir / rundir.RECIPE)
     paths = [run_dir / "README.md"] + [run_dir / rundir.TASKS / name / "README.md" for name in recipe.members]
-    for path, task in zip(paths, [None, *recipe.members]):
-        card_of(run_dir, task, metrics).save(str(path))
+    cards = [card_of(run_dir, task, metrics) for task in [None, *recipe.members]]
+    for path, card in zip(paths, cards):
+        save(card, path)
     return paths
+
+
+def save(card: ModelCard, path: Path) -> Path:
+    """Write a card as a whole (never through a link at ``path``), and never one that holds
+    something that looks like an access token (a hand-edited metrics.json could carry one)."""
+    text = str(card)
+    if rundir.HF_TOKEN.search(text):
+        raise HFTransferError(
+            f"the card for {str(path.parent)!r} would hold something that looks like a Hugging Face "
+            "access token (from metrics.json or the recipe); remove it there")
+    rundir.write_text(path, text)
+    return path
 
 
 def write_merged_card(run_dir: Path, out_dir: Path) -> Path:
     """The card of ``run_dir``'s adapter merged into its base, written into ``out_dir``."""
-    path = Path(out_dir) / "README.md"
-    render_card(read_run(Path(run_dir)), merged=True).save(str(path))
-    return path
+    return save(render_card(read_run(Path(run_dir)), merged=True), Path(out_dir) / "README.md")
 
 
 def task_view(recipe: Recipe, name: str) -> Recipe:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HFTransferError
+from .recipe import is_main_process
 from .registry import load
-from .rundir import require_finished_run, task_model_dir
+from .rundir import disk_error, require_kit_run, task_model_dir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,7 +30,7 @@ def _api() -> Any:
 def _train(args: argparse.Namespace) -> int:
     result = _api().train(args.recipe, args.overrides, output_dir=args.output_dir,
                           overwrite=args.overwrite, resume=args.resume)
-    if result.metrics is not None and _is_main():
+    if result.metrics is not None and is_main_process():
         summary = {s: result.metrics[s] for s in ("validation", "test") if s in result.metrics}
         print(f"run saved to {result.run_dir}")
         print(json.dumps(summary, indent=2))
@@ -100,17 +101,21 @@ def _ls(args: argparse.Namespace) -> int:
     for name, cls in api.tasks().items():
         print(f"  {name:20s} {(cls.__doc__ or '').strip().splitlines()[0]}")
     recipes = sorted(p for p in Path("recipes").glob("**/*.yaml")
-                     if "accelerate" not in p.parts)  # those are Accelerate configs
+                     if "accelerate" not in p.parts and p.is_file())  # those are Accelerate configs
     print("recipes:" + ("" if recipes else " (none in ./recipes)"))
     for path in recipes:
-        first = path.read_text(encoding="utf-8").splitlines()[:1]
+        try:
+            first = path.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
+        except OSError:
+            first = []
         print(f"  {str(path):40s} {first[0].lstrip('# ') if first else ''}")
     return 0
 
 
 def _card(args: argparse.Namespace) -> int:
-    # Rendered from the run's files alone (recipe, metrics, recorded training arguments).
-    require_finished_run(Path(args.run_dir))
+    # Rendered from the run's files alone (recipe, metrics, recorded training arguments), and
+    # written only into a run the kit made.
+    require_kit_run(Path(args.run_dir))
     for path in _api().write_cards(Path(args.run_dir)):
         print(path)
     return 0
@@ -203,10 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _quiet_libraries(verbose: bool) -> None:
     logging.basicConfig(format="%(message)s", level=logging.INFO)
     logging.getLogger("hftransfer").setLevel(logging.INFO)
@@ -255,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HFTransferError as exc:
         sys.stderr.write(f"error: {_one_line(str(exc))}\n")
+        return 2
+    except OSError as exc:  # a disk that refused a write (full, read-only) is not a bug
+        error = disk_error(exc, Path(exc.filename or ".").parent)
+        if error is None:
+            raise
+        sys.stderr.write(f"error: {_one_line(str(error))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")

@@ -57,7 +57,11 @@ def resolve_files(spec: str, where: str, extensions: tuple[str, ...] | None = No
             raise HFTransferError(f"{where}: no files match {spec!r}")
         return files
     path = Path(os.path.expanduser(spec))
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name too long, a file used as a folder...
+        raise HFTransferError(f"{where}: {spec[:80]!r}: {exc.strerror}") from None
+    if not exists:
         raise HFTransferError(f"{where}: {spec!r} does not exist")
     if path.is_dir():
         exts = extensions or tuple(FORMATS)
@@ -67,6 +71,8 @@ def resolve_files(spec: str, where: str, extensions: tuple[str, ...] | None = No
                 f"{where}: folder {spec!r} holds no data files ({', '.join(exts)})"
             )
         return files
+    if not path.is_file():  # a FIFO or a device (/dev/zero) would be read forever
+        raise HFTransferError(f"{where}: {spec!r} is not a regular file; give a data file, a glob or a folder")
     return [path]
 
 

@@ -26,11 +26,20 @@ from . import rundir
 from .cards import write_cards
 from .data import load_splits
 from .errors import HFTransferError
-from .models import load_config, load_pretrained, public_name, source_config, source_license, source_location
+from .models import (
+    check_buildable,
+    load_config,
+    load_pretrained,
+    public_name,
+    source_config,
+    source_license,
+    source_location,
+)
 from .recipe import (
     ModelSpec,
     Recipe,
     check_distributed,
+    is_main_process,
     load_recipe,
     make_training_arguments,
     training_values,
@@ -90,6 +99,8 @@ def prepare(recipe: Recipe, checkpoints: Path) -> Setup:
     args = make_training_arguments(values, str(checkpoints))
     data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
     config = source_config(recipe.model)
+    for member in getattr(task, "members", {None: task}).values():
+        check_buildable(member.auto_class, config, recipe.model)
     strategy.check_model(config)
     splits = task.load_splits(recipe.data, data_seed)
     if args.eval_strategy != "no" and splits.missing_validation():
@@ -99,9 +110,29 @@ def prepare(recipe: Recipe, checkpoints: Path) -> Setup:
             f"load_best_model_at_end) needs a validation split: set {where}.validation or a "
             f"{where}.validation_fraction above 0"
         )
+    if args.metric_for_best_model:
+        names = ["loss", *task.metric_names(splits.labels)]
+        if args.metric_for_best_model.removeprefix("eval_") not in names:
+            raise HFTransferError(
+                f"train.metric_for_best_model {args.metric_for_best_model!r} is not a metric of this "
+                f"run; valid: {', '.join(names)}")
+    _check_no_tokens(splits.labels, config, recipe.model)
     location = source_location(recipe.model) if recipe.model.config is None else None
     processor = task.load_processor(location, recipe.model, config)
     return Setup(recipe, task, strategy, values, args, config, splits, processor)
+
+
+def _check_no_tokens(labels: Any, config: Any, spec: ModelSpec) -> None:
+    """What the run will write from its inputs (label names, the source's config and license)
+    holds no access token: say so now rather than after training (the run's files are checked
+    again before it is finished)."""
+    for what, text in (("the data's labels", json.dumps(labels)),
+                       (f"the config of model {spec.name_or_path!r}", json.dumps(config.to_dict(), default=str)),
+                       (f"the README of model {spec.name_or_path!r}", json.dumps(source_license(spec)))):
+        if rundir.HF_TOKEN.search(text):
+            raise HFTransferError(
+                f"{what} hold something that looks like a Hugging Face access token; tokens never go "
+                "into a run (its files are saved and published): remove it there")
 
 
 def check(recipe: str | Path | dict | Recipe, overrides: list[str] | None = None) -> Setup:
@@ -123,42 +154,51 @@ def train(
     >>> result.metrics["test"]["accuracy"]
     """
     recipe = load_recipe(recipe, overrides)
+    if output_dir is not None and not isinstance(output_dir, (str, os.PathLike)):
+        raise HFTransferError(f"output_dir is a directory path, got {output_dir!r}")
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
     rundir.check_output_dir(run_dir, overwrite=overwrite, resume=resume)
     stage = rundir.staging_dir(run_dir)
     started = time.perf_counter()
     setup = prepare(recipe, stage / rundir.CHECKPOINTS)
     check_distributed(setup.values)
-    main = _is_main_process()
+    main = is_main_process()
     record = setup.record()
-    checkpoint = rundir.resume_checkpoint(stage, record) if resume else None
-    if main and not resume:
-        rundir.open_stage(stage, record)  # replaces a crashed run's leftovers, only now
+    held = None
+    if not main:  # only the main process writes; the others read the checkpoint to resume from
+        checkpoint = rundir.resume_checkpoint(stage, record) if resume else None
+    elif resume:
+        held, checkpoint = rundir.resume_stage(stage, record)
+    else:
+        held, checkpoint = rundir.open_stage(stage, record), None  # a failed run's leftovers go now
     try:
         metrics, trainer = _train(setup, checkpoint, started)
-        if main:
-            _write_run(stage, run_dir, setup, trainer, metrics, overwrite)
+        if held is not None:
+            _write_run(held, run_dir, setup, trainer, metrics, overwrite)
     except HFTransferError:
-        _abandon(stage, main, resume)
+        _abandon(held, resume)
         raise
-    except Exception as exc:  # OSError, or a writer's own error around one (safetensors)
+    except Exception as exc:  # OSError, or a writer's own error around one (safetensors, torch)
         error = rundir.disk_error(exc, run_dir.parent)
         if error is None:
             raise
-        _abandon(stage, main, resume)
+        _abandon(held, resume)
         raise error from None
+    finally:
+        if held is not None:
+            held.release()  # a crash or Ctrl-C keeps the stage for --resume, unlocked
     return RunResult(run_dir=run_dir, metrics=metrics)
 
 
-def _abandon(stage: Path, main: bool, resume: bool) -> None:
-    """After a failure the user must fix: a fresh run leaves nothing behind; a resumed one keeps
-    its complete checkpoints. (A crash or Ctrl-C keeps the stage for --resume.)"""
-    if not main or not stage.exists():
+def _abandon(held: rundir.Stage | None, resume: bool) -> None:
+    """After a failure the user must fix: a fresh run leaves nothing behind (not even the
+    parent folders made for it); a resumed one keeps its complete checkpoints."""
+    if held is None or not held.path.exists():
         return
     if resume:
-        rundir.drop_incomplete_checkpoints(stage)
+        held.drop_incomplete_checkpoints()
     else:
-        rundir.discard(stage)
+        held.discard()
 
 
 def _load_extras(strategy: Any) -> None:
@@ -238,12 +278,12 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
     return metrics, trainer
 
 
-def _write_run(stage: Path, run_dir: Path, setup: Setup, trainer: Trainer, metrics: dict[str, Any],
+def _write_run(held: rundir.Stage, run_dir: Path, setup: Setup, trainer: Trainer, metrics: dict[str, Any],
                overwrite: bool) -> None:
     """The finished run, in the staging folder, then renamed into place. The cards render from
     the files written before them (and the metrics as metrics.json will hold them), as
     ``hftransfer card`` renders them later."""
-    strategy, processor = setup.strategy, setup.processor
+    stage, strategy, processor = held.path, setup.strategy, setup.processor
     strategy.save(trainer.model, stage)
     processor.save_pretrained(stage)
     strategy.export(trainer.model, stage, processor)
@@ -254,11 +294,9 @@ def _write_run(stage: Path, run_dir: Path, setup: Setup, trainer: Trainer, metri
     write_cards(stage, metrics=rundir.as_json(metrics))
     # metrics.json last: with recipe.yaml it marks a finished run.
     rundir.write_json(stage / rundir.METRICS, metrics)
-    rundir.finish(stage, run_dir, overwrite)
+    held.finish(run_dir, overwrite)
 
 
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def peak_rss_mb() -> float:
@@ -290,12 +328,20 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     metrics = rundir.read_metrics(path)
     task = task_for(recipe)
     strategy = get_strategy(recipe.strategy_name)(recipe.strategy_options, task)
-    model = strategy.load_trained(path, recipe.model)
-    model.eval()
-    # The run saved its processor next to the model (next to every task's, for multi-task runs).
-    own_dir = path / rundir.TASKS / task.names[0] if recipe.is_multitask else path
-    own = ModelSpec(name_or_path=str(own_dir))
-    processor = task.load_processor(str(own_dir), own, load_config(str(own_dir), own))
+    try:
+        model = strategy.load_trained(path, recipe.model)
+        model.eval()
+        # The run saved its processor next to the model (next to every task's, for multi-task runs).
+        own_dir = path / rundir.TASKS / task.names[0] if recipe.is_multitask else path
+        own = ModelSpec(name_or_path=str(own_dir))
+        processor = task.load_processor(str(own_dir), own, load_config(str(own_dir), own))
+    except HFTransferError:
+        raise
+    except Exception as exc:  # files that contradict each other: edited, mixed up or truncated
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise HFTransferError(
+            f"the run {str(path)!r} does not load ({type(exc).__name__}: {text}); its files were "
+            "damaged or changed by hand: retrain it or restore them") from None
     return LoadedRun(path, recipe, task, model, processor, metrics)
 
 
@@ -316,9 +362,14 @@ def run_task(run: LoadedRun, name: str | None) -> tuple[Any, Any, list[str]]:
     return run.task.members[name], run.model.activate(name), run.metrics["labels"][name]
 
 
-def predict(run_dir: str | Path, inputs: list[Any], task: str | None = None) -> list[Any]:
+def predict(run_dir: str | Path, inputs: list[Any] | str, task: str | None = None) -> list[Any]:
     """The prediction for each input, in order (``{"label", "score"}`` for classification);
-    ``task`` picks the head of a multi-task run (checked before any model loads)."""
+    ``task`` picks the head of a multi-task run (checked before any model loads). A single
+    string is one input."""
+    inputs = [inputs] if isinstance(inputs, (str, tuple)) else list(inputs)
+    bad = [x for x in inputs if not isinstance(x, (str, tuple, os.PathLike))]
+    if bad:
+        raise HFTransferError(f"predict: inputs are texts (or file paths), got {bad[0]!r}")
     rundir.task_model_dir(Path(run_dir), task)
     run = load_run(run_dir)
     member, model, _ = run_task(run, task)

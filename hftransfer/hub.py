@@ -28,7 +28,7 @@ from .cards import card_of, write_merged_card
 from .engine import load_run
 from .errors import HFTransferError
 from .models import PROCESSOR_FILES, is_hub_id
-from .rundir import read_metrics, task_model_dir
+from .rundir import check_no_secrets, disk_error, read_metrics, task_model_dir
 
 # What a run publishes: top-level files of the run directory matching these names. An allow-list,
 # so that anything else a run (or a user) leaves in the directory stays private.
@@ -131,10 +131,18 @@ def check_own_files(run_dir: Path, model_dir: Path) -> None:
             raise HFTransferError(
                 f"{str(path)!r} lies outside the run directory ({str(real)!r}); push uploads only "
                 "the run's own files")
+        if path.is_file() and path.stat().st_nlink > 1:  # the kit writes no hard links
+            raise HFTransferError(
+                f"{str(path)!r} is a hard link to a file that may live outside the run; push uploads "
+                "only the run's own files: replace it with a plain copy (cp, not ln)")
 
 
 def _check_dry_run_dir(directory: Path) -> None:
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+    try:
+        taken = directory.exists() and (not directory.is_dir() or any(directory.iterdir()))
+    except OSError as exc:  # a name too long, a file in the path...
+        raise HFTransferError(f"--dry-run {str(directory)!r}: {exc.strerror}; give a new or empty directory") from None
+    if taken:
         raise HFTransferError(
             f"--dry-run {str(directory)!r} already exists and is not an empty directory; "
             "give a new or empty directory"
@@ -212,9 +220,17 @@ def _merge(run_dir: Path, out: Path) -> Path:
 
 
 def _copy_plan(plan: dict[str, Path], directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, source in plan.items():
-        shutil.copyfile(source, directory / name)
+    """Copy the files into a hidden sibling, then rename it to ``directory`` (new or empty): a
+    failed copy (a full disk) leaves no half-staged folder."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    staging.chmod(0o755)  # as a folder made with mkdir would be, not mkdtemp's private mode
+    try:
+        for name, source in plan.items():
+            shutil.copyfile(source, staging / name)
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- pushing
@@ -268,6 +284,8 @@ def push_run(
     try:
         with tempfile.TemporaryDirectory(prefix="hftransfer-push-") as scratch:
             plan = _plan(run_dir, adapter, merge_adapter, Path(scratch), model_dir)
+            for path in plan.values():  # the text a push would publish holds no token
+                check_no_secrets(path.parent, [path.name])
             sizes = {name: path.stat().st_size for name, path in plan.items()}
             result = PushResult(repo_id=repo_id, files=list(plan), sizes=sizes, revision=revision)
             base = read_metrics(run_dir).get("base_model")
@@ -278,7 +296,11 @@ def push_run(
                         f"the adapter's base model {base!r} is a local path: users of the repo need "
                         "that model to load it (or push with --merge-adapter)")
             if dry_run is not None:
-                _copy_plan(plan, dry_run)
+                try:
+                    _copy_plan(plan, dry_run)
+                except OSError as exc:
+                    raise disk_error(exc, dry_run.parent) or HFTransferError(
+                        f"--dry-run {str(dry_run)!r}: {exc.strerror}; give a new or empty directory") from None
                 result.dry_run = dry_run
                 return result
             _upload(plan, repo_id, token, private=private, revision=revision,

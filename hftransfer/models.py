@@ -3,6 +3,7 @@ directories of the kit, and Hub ids. Safetensors only and no remote code unless 
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import inspect
@@ -104,8 +105,10 @@ def source_config(spec: ModelSpec, **kwargs: Any):
         )
     try:
         return AutoConfig.for_model(model_type, **fields, **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise HFTransferError(f"model.config: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:
+        if not _config_error(exc):
+            raise
+        raise HFTransferError(f"model.config: {_first_line(exc)}") from None
 
 
 def source_location(spec: ModelSpec) -> str:
@@ -115,11 +118,12 @@ def source_location(spec: ModelSpec) -> str:
     path = Path(location)
     if not (path / "adapter_config.json").exists() or any((path / f).exists() for f in SAFE_WEIGHTS[:2]):
         return location
-    return merged_adapter_run(path)
+    return merged_adapter_run(path, spec)
 
 
-def merged_adapter_run(run: Path) -> str:
-    """An adapter run merged into its base model: a plain model folder in the cache."""
+def merged_adapter_run(run: Path, spec: ModelSpec) -> str:
+    """An adapter run merged into its base model: a plain model folder in the cache. The base
+    loads under the safety settings of the recipe being run (``spec``), not of the old run's."""
     digest = hashlib.sha256((run / "adapter_model.safetensors").read_bytes()
                             + (run / "config.json").read_bytes()).hexdigest()[:24]
     out = cache.entry(cache.MERGED, digest)
@@ -136,7 +140,8 @@ def merged_adapter_run(run: Path) -> str:
             "of hftransfer (it records the base) or merge the adapter first"
         )
     recipe = load_recipe(recipe_file)
-    base_spec = recipe.model
+    base_spec = dataclasses.replace(recipe.model, allow_pickle=spec.allow_pickle,
+                                    trust_remote_code=spec.trust_remote_code)
     config = load_config(str(run), ModelSpec(name_or_path=str(run)))
     import transformers
 
@@ -294,9 +299,42 @@ def check_remote_code(config: dict[str, Any], where: str, spec: ModelSpec) -> No
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise HFTransferError(f"{str(path)!r} is not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise HFTransferError(f"{str(path)!r} must hold a JSON object (a mapping of settings)")
+    return data
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def _config_error(exc: Exception) -> bool:
+    """An error transformers raises for a config's values (huggingface_hub's strict dataclasses
+    check the field types)."""
+    return isinstance(exc, (ValueError, TypeError)) or type(exc).__name__.startswith("StrictDataclass")
+
+
+def check_buildable(auto_class: Any, config: Any, spec: ModelSpec) -> None:
+    """Build the model's skeleton from its config (on the meta device: no memory, no weights),
+    so a config whose values no model can have (a negative width, heads that do not divide it,
+    no positions) fails before anything trains."""
+    import torch
+
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    positions = getattr(text, "max_position_embeddings", None)
+    if isinstance(positions, int) and not isinstance(positions, bool) and positions <= 0:
+        raise HFTransferError(f"model {spec.name_or_path!r}: its config has max_position_embeddings "
+                              f"{positions}; a model needs positions for its inputs")
+    try:
+        with torch.device("meta"):
+            auto_class.from_config(config, trust_remote_code=spec.trust_remote_code)
+    except Exception as exc:
+        raise HFTransferError(f"model {spec.name_or_path!r}: no {auto_class.__name__} can be built "
+                              f"from its config ({_first_line(exc)})") from None
 
 
 def load_config(location: str, spec: ModelSpec, **kwargs: Any):
@@ -307,19 +345,21 @@ def load_config(location: str, spec: ModelSpec, **kwargs: Any):
         config = AutoConfig.from_pretrained(
             location, revision=spec.revision, trust_remote_code=spec.trust_remote_code, **kwargs
         )
-    except ValueError as exc:
-        msg = str(exc).splitlines()[0]
-        if "trust_remote_code" in msg:
-            raise HFTransferError(
-                f"model {spec.name_or_path!r} needs remote code; set model.trust_remote_code=true "
-                "only if you trust its author"
-            ) from None
-        raise HFTransferError(f"model {spec.name_or_path!r}: {msg}") from None
     except OSError as exc:
         raise HFTransferError(
             f"model {spec.name_or_path!r} could not be loaded: {str(exc).splitlines()[0]} "
             "(offline? use a local directory or `embedded`)"
         ) from None
+    except Exception as exc:
+        if not _config_error(exc):
+            raise
+        msg = _first_line(exc)
+        if "trust_remote_code" in msg:
+            raise HFTransferError(
+                f"model {spec.name_or_path!r} needs remote code; set model.trust_remote_code=true "
+                "only if you trust its author"
+            ) from None
+        raise HFTransferError(f"model {spec.name_or_path!r}: its config is not valid ({msg})") from None
     if getattr(config, "auto_map", None):
         check_remote_code({"auto_map": config.auto_map}, f"model {spec.name_or_path!r}", spec)
     return config
@@ -394,10 +434,10 @@ def load_tokenizer(location: str, spec: ModelSpec):
         )
 
     try:
-        return AutoTokenizer.from_pretrained(
+        tokenizer = AutoTokenizer.from_pretrained(
             location, revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
-    except (OSError, ValueError) as exc:
-        raise HFTransferError(
-            f"model {spec.name_or_path!r} has no usable tokenizer: {str(exc).splitlines()[0]}"
-        ) from None
+        tokenizer("a probe of the vocabulary")  # an empty or broken vocabulary fails only here
+    except Exception as exc:  # tokenizers raises its own types for an empty or broken vocabulary
+        raise HFTransferError(f"model {spec.name_or_path!r} has no usable tokenizer: {_first_line(exc)}") from None
+    return tokenizer

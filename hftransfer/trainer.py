@@ -4,6 +4,7 @@ frozen models), evaluation task by task for a set of tasks, checkpoints reloaded
 stop when the loss stops being a number."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -121,12 +122,22 @@ class TransferTrainer(Trainer):
         return True
 
     def _load_best_model(self):
-        if not self._reload_converted(self.state.best_model_checkpoint):
-            super()._load_best_model()
+        with _readable(self.state.best_model_checkpoint):
+            if not self._reload_converted(self.state.best_model_checkpoint):
+                super()._load_best_model()
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        if not self._reload_converted(resume_from_checkpoint, model):
-            super()._load_from_checkpoint(resume_from_checkpoint, model)
+        with _readable(resume_from_checkpoint):
+            if not self._reload_converted(resume_from_checkpoint, model):
+                super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        with _readable(checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _load_rng_state(self, checkpoint):
+        with _readable(checkpoint):
+            super()._load_rng_state(checkpoint)
 
     def create_optimizer(self, model=None):
         groups = self.strategy.parameter_groups(self.model)
@@ -145,3 +156,19 @@ class TransferTrainer(Trainer):
         optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
         self.optimizer = optimizer_cls(param_groups, **kwargs)
         return self.optimizer
+
+
+@contextmanager
+def _readable(checkpoint: Any):
+    """A checkpoint that does not load (truncated, overwritten, not the kit's) is the user's to
+    fix, with one line: the kit checked its files before resuming, so what fails here is their
+    content."""
+    try:
+        yield
+    except HFTransferError:
+        raise
+    except Exception as exc:  # torch, safetensors and pickle raise many types for a bad file
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise HFTransferError(
+            f"the checkpoint {str(checkpoint)!r} does not load ({type(exc).__name__}: {text}); "
+            "start over with --overwrite (without --resume)") from None

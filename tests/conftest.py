@@ -98,3 +98,19 @@ def work(tmp_path, monkeypatch) -> Path:
     path.mkdir()
     monkeypatch.chdir(path)
     return path
+
+
+@pytest.fixture
+def recipe_of(tmp_path, tiny_model_dir, toy_data):
+    """Write a tiny recipe (strategy + section changes) to a file; returns its path."""
+    import yaml
+    from helpers import tiny_recipe_dict
+
+    def make(strategy: str = "full", name: str = "r.yaml", **sections) -> Path:
+        recipe = tiny_recipe_dict(tiny_model_dir, toy_data, strategy, **sections)
+        recipe["train"]["num_train_epochs"] = sections.get("train", {}).get("num_train_epochs", 1)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+        return path
+
+    return make

@@ -97,3 +97,14 @@ def assert_same_predictions(plain: list[dict], kit: list[dict], where: str = "")
     assert [r["label"] for r in plain] == [r["label"] for r in kit], where
     for a, b in zip(plain, kit):
         assert abs(a["score"] - b["score"]) < 1e-4, where
+
+
+def refused(capsys, root: Path, argv: list, *needles: str) -> str:
+    """The command fails with one error line naming ``needles``, and ``root`` is unchanged."""
+    capsys.readouterr()  # what earlier calls printed
+    before = tree(root)
+    rc, out, err = run_cli(capsys, *argv)
+    line = assert_cli_error(rc, err, *needles)
+    assert out == ""
+    assert tree(root) == before, "the failed command wrote or removed files"
+    return line

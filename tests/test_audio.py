@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import assert_cli_error, assert_same_predictions, run_cli, run_without_the_kit, tree
 
 import hftransfer
 from hftransfer.cli import main
 from hftransfer.errors import HFTransferError
-from helpers import assert_cli_error, assert_same_predictions, run_cli, run_without_the_kit, tree
 
 sf = pytest.importorskip("soundfile")
 

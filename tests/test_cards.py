@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import run_cli, tiny_recipe_dict
 from huggingface_hub import ModelCard
 
 import hftransfer
 from hftransfer.cards import RunFiles, render_card, write_cards
 from hftransfer.models import source_license
 from hftransfer.recipe import EMBEDDED_MODEL_ID, load_recipe
-from helpers import run_cli, tiny_recipe_dict
 
 # The tiny runs these tests render cards for: one epoch is enough.
 ONE_EPOCH = {"num_train_epochs": 1, "learning_rate": 3e-3}

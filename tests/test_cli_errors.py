@@ -16,10 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-
 from helpers import assert_cli_error, mark_as_kit_made, run_cli, tree
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -201,7 +198,12 @@ def test_user_error_keeps_a_crashed_runs_checkpoints(tmp_path, work, capsys, tin
     recipe = write_recipe(tmp_path / "recipe.yaml", recipe_dict(
         tiny_model_dir, toy_data, data={"train": str(tmp_path / "typo.csv")}))
     before = tree(tmp_path)
+    # Without a flag the interrupted run is neither resumed nor thrown away silently...
     rc, _, err = run_cli(capsys, "train", recipe, "--output-dir", tmp_path / "run")
+    assert_cli_error(rc, err, "interrupted run", "checkpoint-4", "--resume", "--overwrite")
+    assert tree(tmp_path) == before
+    # ...and starting over (--overwrite) checks the input before anything is deleted.
+    rc, _, err = run_cli(capsys, "train", recipe, "--output-dir", tmp_path / "run", "--overwrite")
     assert_cli_error(rc, err, "typo.csv", "does not exist")
     assert tree(tmp_path) == before
 

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import assert_cli_error, run_cli, tree, user_error
 
 from hftransfer.data import load_splits, read_files
 from hftransfer.recipe import DataSpec
 from hftransfer.registry import get_task
-
-from helpers import assert_cli_error, run_cli, tree, user_error
-
 
 # --------------------------------------------------------------------------- helpers
 

@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import assert_cli_error, run_cli, tiny_recipe_dict
 
 import hftransfer
-from helpers import assert_cli_error, run_cli, tiny_recipe_dict
 
 # The tiny runs these tests publish: one epoch is enough.
 ONE_EPOCH = {"num_train_epochs": 1, "learning_rate": 3e-3}

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import assert_cli_error, assert_same_predictions, run_cli, run_without_the_kit, tree, user_error
 
 import hftransfer
 from hftransfer.cli import main
-from helpers import assert_cli_error, assert_same_predictions, run_cli, run_without_the_kit, tree, user_error
 
 COLOURS = {"red": 0, "green": 1, "blue": 2}
 TINY_VIT = {"image_size": 16, "patch_size": 4, "hidden_size": 32, "num_hidden_layers": 2,
@@ -225,8 +225,8 @@ def test_a_run_is_the_source_of_a_run_with_other_labels(runs, stripes_data, tmp_
 
 
 def test_tables_of_image_paths_resolve_against_their_folder(image_data, tmp_path):
-    from hftransfer.registry import get_task
     from hftransfer.recipe import load_recipe
+    from hftransfer.registry import get_task
 
     rows = [(f"images/{label}/{i:03d}.png", label) for label in ("blue", "red") for i in range(3)]
     for label in ("blue", "red"):

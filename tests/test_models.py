@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import assert_cli_error, run_cli, tree, user_error
 
 from hftransfer.models import load_config, resolve
 from hftransfer.recipe import ModelSpec
-
-from helpers import assert_cli_error, run_cli, tree, user_error
-
 
 # --------------------------------------------------------------------------- helpers
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import assert_cli_error, run_cli, run_without_the_kit, user_error
+from test_image import image_data, stripes_data, tiny_vit_dir  # noqa: F401  (fixtures)
+from test_token import toy_sentences, write_conll
+
 from hftransfer import evaluate, predict, train
 from hftransfer.mixing import TaskBatchSampler
 from hftransfer.recipe import load_recipe
-from test_image import image_data, stripes_data, tiny_vit_dir  # noqa: F401  (fixtures)
-from test_token import toy_sentences, write_conll
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +327,7 @@ def test_task_names_that_clash(tiny_model_dir, mt_data, tmp_path, capsys):
     (lambda r: r["strategy"].update(loss_weights={"pos": 1}), ["'pos', which is not a task", "sentiment, ner"]),
     (lambda r: r["strategy"].update(sampling="uniform"), ["strategy.sampling 'uniform'", "round_robin"]),
     (lambda r: r["strategy"].update(sampling_weights={"ner": 1}), ["sampling: weighted"]),
-    (lambda r: r["strategy"].update(adapters="prefix_tuning"), ["does not adapt the encoder's layers"]),
+    (lambda r: r["strategy"].update(adapters="prefix_tuning"), ["strategy.adapters: 'prefix_tuning' learns prompts rather than adapting"]),
     (lambda r: r["strategy"].update(adapters="lora", freeze_encoder=True), ["frozen already"]),
     (lambda r: r["tasks"]["ner"].update(task={"type": "image-classification"}), ["same kind of input"]),
     (lambda r: r["tasks"]["ner"]["task"].update(colour=1), ["unknown key 'tasks.ner.task.colour'"]),

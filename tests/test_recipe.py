@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import assert_cli_error, run_cli, user_error
 
 from hftransfer.recipe import Recipe, apply_overrides, load_recipe, parse_value
 from hftransfer.registry import all_strategies, all_tasks
-
-from helpers import assert_cli_error, run_cli, user_error
-
 
 # --------------------------------------------------------------------------- helpers
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_image import TINY_VIT, write_folders
+from test_token import toy_sentences, write_conll
 
 import hftransfer
 from hftransfer.api import check
-from test_image import TINY_VIT, write_folders
-from test_token import toy_sentences, write_conll
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (REPO / "recipes").glob("**/*.yaml") if "accelerate" not in p.parts)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import user_error
+
 from hftransfer import train
 from hftransfer.recipe import load_recipe
 from hftransfer.registry import get_strategy, get_task

@@ -8,8 +8,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from helpers import assert_cli_error, run_cli, run_without_the_kit, tiny_recipe_dict, user_error
+
 from hftransfer import train
 from hftransfer.registry import get_task
 

@@ -9,12 +9,12 @@ import textwrap
 
 import pytest
 import torch
+from helpers import assert_same_predictions, run_without_the_kit, tiny_recipe_dict
 from safetensors.torch import load_file
 
 import hftransfer
 from hftransfer.cli import main
 from hftransfer.errors import HFTransferError
-from helpers import assert_same_predictions, run_without_the_kit, tiny_recipe_dict
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from .schema import (
 from .training import (
                      KIT_DEFAULTS,
                      check_distributed,
+                     is_main_process,
                      make_training_arguments,
                      training_values,
                      validate_training_arguments,
@@ -28,5 +29,5 @@ from .yamlfile import apply_overrides, parse_value
 
 __all__ = ["EMBEDDED_MODEL_ID", "DataSpec", "ModelSpec", "Recipe", "TaskEntry", "load_recipe",
            "run_name_from", "validate", "KIT_DEFAULTS", "check_distributed", "make_training_arguments",
-           "training_values", "validate_training_arguments", "world_size", "build", "check_seed", "clip",
-           "coerce", "quote", "apply_overrides", "parse_value"]
+           "training_values", "validate_training_arguments", "world_size", "is_main_process", "build",
+           "check_seed", "clip", "coerce", "quote", "apply_overrides", "parse_value"]

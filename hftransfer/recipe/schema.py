@@ -17,6 +17,7 @@ options are checked against the registered class's own options dataclass, ``trai
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import yaml
 from ..data import FORMATS, TASK_FORMATS
 from ..errors import HFTransferError
 from ..registry import get_strategy, get_task
+from ..rundir import TASK_NAME
 from .training import validate_training_arguments
 from .values import build, check_seed, check_tree, quote
 from .yamlfile import apply_overrides, read_yaml
@@ -122,7 +124,6 @@ class TaskEntry:
 
 
 # A task name becomes a directory (RUN/tasks/NAME) and a metric key (validation.NAME.f1).
-TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 RESERVED_TASK_NAMES = ("combined", "loss")
 
 
@@ -211,12 +212,20 @@ def load_recipe(
     elif isinstance(source, dict):
         data = source
         default_name = None
-    else:
+    elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         data = read_yaml(path)
         default_name = run_name_from(path.stem)
+    else:
+        raise HFTransferError(f"a recipe is a YAML file's path, a mapping or a Recipe, got {quote(source)}")
+    if overrides is not None and (isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides)):
+        raise HFTransferError(f"overrides are a list of 'key.path=value' strings, got {quote(overrides)}")
+    check_tree(data)  # before the overrides copy it: a value that holds itself, or nests too deep
     data = apply_overrides(data, list(overrides or []))
     check_tree(data)
+    if "model" in data and data["model"] is None:
+        raise HFTransferError("model: is empty; leave the section out for the embedded MiniLM, or give "
+                              "model.name_or_path")
     if "tasks" in data and data["tasks"] is not None and ("task" in data or "data" in data):
         raise HFTransferError(
             "a recipe with tasks: gives every task its own task: and data: under tasks.NAME; "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import json
 import os
 import types
 import typing
@@ -53,10 +54,23 @@ def training_values(train: dict[str, Any], task_defaults: dict[str, Any],
 
 def world_size() -> int:
     """How many processes ``accelerate launch`` (or torchrun) started; 1 for a plain run."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
+    return _launcher_number("WORLD_SIZE", 1)
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run (the only one of a plain run; rank 0 of a launch)."""
+    return _launcher_number("RANK", 0) == 0
+
+
+def _launcher_number(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        raise HFTransferError(
+            f"the environment variable {name}={value[:20]!r} is not a number; launchers "
+            "(accelerate launch, torchrun) set it: unset it for a plain run")
+    return int(value)
 
 
 def best_model_needs_eval(values: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +88,11 @@ _RESERVED_TRAIN_KEYS = {
     "local_rank": "accelerate launch sets it",
     # Credentials: the recipe is saved with the run (recipe.yaml, card, checkpoints) and pushed.
     "hub_token": f"credentials never go in a recipe, which is saved with the run; {TOKEN_HINT}",
+    # What the kit's evaluation and data flow rely on: changed, they leave metrics empty or feed
+    # the model columns it does not take.
+    **{key: "the kit sets it for each task (evaluation and metrics rely on it)" for key in (
+        "label_names", "prediction_loss_only", "batch_eval_metrics", "eval_do_concat_batches",
+        "include_for_metrics", "remove_unused_columns")},
 }
 # The Trainer's own uploads would send checkpoints (with optimizer and RNG pickles) to the Hub
 # during training, past every check of `hftransfer push`.
@@ -86,6 +105,11 @@ _AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size",
 _NOT_NEGATIVE = ("learning_rate", "num_train_epochs", "weight_decay", "warmup_steps", "max_grad_norm",
                  "dataloader_num_workers", "label_smoothing_factor", "adam_epsilon")
 _POSITIVE_IF_SET = ("logging_steps", "save_steps", "eval_steps")
+LARGEST = 2 ** 31 - 1
+"""No setting of ``train:`` (seeds aside) is larger than this: beyond it, values overflow the
+libraries' integers or make the run never end."""
+# Fields that take a mapping, or text that is one (JSON); a path for the others.
+_JSON_MAPPINGS = ("lr_scheduler_kwargs", "gradient_checkpointing_kwargs")
 
 
 def validate_training_arguments(train: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +148,10 @@ def validate_training_arguments(train: dict[str, Any]) -> dict[str, Any]:
             raise HFTransferError(f"train.{key} must be above 0, got {value}")
         if key in ("seed", "data_seed") and value is not None:
             check_seed(value, f"train.{key}")
+        elif number and abs(value) > LARGEST:
+            raise HFTransferError(f"train.{key} is {quote(value)}, beyond any sensible value "
+                                  f"(at most {LARGEST:,})")
+        _check_mapping(key, value, tp)
     steps = out.get("max_steps", -1)
     if isinstance(steps, int) and steps == 0 or isinstance(steps, int) and steps < -1:
         raise HFTransferError(f"train.max_steps must be a positive number of steps (or -1 for "
@@ -134,8 +162,57 @@ def validate_training_arguments(train: dict[str, Any]) -> dict[str, Any]:
     _check_integrations(out)
     # Values TrainingArguments rejects, judged with the kit's defaults beneath them (as training
     # will run): `load_best_model_at_end` alone is fine, since the kit saves every epoch.
-    make_training_arguments(best_model_needs_eval({**KIT_DEFAULTS, **out}), "/nonexistent/hftransfer-validation")
+    args = make_training_arguments(best_model_needs_eval({**KIT_DEFAULTS, **out}),
+                                   "/nonexistent/hftransfer-validation")
+    _check_optimizer(args, out)
     return out
+
+
+def _check_mapping(key: str, value: Any, tp: Any) -> None:
+    """A field that takes a mapping gets one (or, where transformers reads JSON text, text that
+    parses as one)."""
+    args = typing.get_args(tp)
+    if not any(a is dict or typing.get_origin(a) is dict for a in args) or value is None \
+            or isinstance(value, dict):
+        return
+    if not isinstance(value, str):
+        raise HFTransferError(f"train.{key} must be a mapping, got {quote(value)}")
+    if key in _JSON_MAPPINGS:
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise HFTransferError(f"train.{key} must be a mapping (or JSON text of one), got {quote(value)}")
+
+
+_OPTIMIZER_KEYS = ("optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon", "learning_rate",
+                   "weight_decay", "lr_scheduler_type", "lr_scheduler_kwargs", "optim_target_modules")
+
+
+def _check_optimizer(args: Any, train: dict[str, Any]) -> None:
+    """Build the optimizer and schedule the recipe asks for on one dummy weight: an optimizer
+    that is not installed, or arguments it refuses (a beta of 2), fail here, not after the data
+    and the model have loaded."""
+    import torch
+    from transformers import Trainer
+    from transformers.optimization import get_scheduler
+
+    if args.torch_compile_backend:
+        backends = torch._dynamo.list_backends(exclude_tags=())
+        if args.torch_compile_backend not in backends:
+            raise HFTransferError(f"train.torch_compile_backend {quote(args.torch_compile_backend)} is "
+                                  f"not a torch.compile backend; valid: {', '.join(backends)}")
+    try:
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+        optimizer = optimizer_cls([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+        get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(10),
+                      num_training_steps=10, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    except (ImportError, ValueError, TypeError, KeyError, RuntimeError, AttributeError) as exc:
+        given = [k for k in _OPTIMIZER_KEYS if k in train] or ["optim"]
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HFTransferError(f"train.{'/'.join(given)}: the optimizer or its schedule cannot be "
+                              f"built: {clip(message, 200)}") from None
 
 
 def _check_integrations(train: dict[str, Any]) -> None:

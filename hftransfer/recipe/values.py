@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import reprlib
 import types
 import typing
 from typing import Any
 
 from ..errors import HFTransferError
+from ..rundir import HF_TOKEN
 
 
 def _type_name(tp: Any) -> str:
@@ -141,37 +141,60 @@ def clip(text: str, limit: int = 300) -> str:
 
 MAX_RECIPE_VALUES = 100_000
 """More values than this (after YAML aliases are expanded) is no recipe but an alias bomb."""
-HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+MAX_DEPTH = 32
+"""Deeper nesting than this is no recipe (its sections are a few levels deep)."""
+
+
 def check_tree(data: Any) -> None:
     """Refuse what no recipe section may hold, wherever it is: numbers that are not finite, NUL
-    characters, strings that look like access tokens (the recipe is saved with the run and
-    pushed with it), and more values than a recipe could need (YAML alias expansion)."""
+    characters or text that is not UTF-8, strings that look like access tokens (the recipe is
+    saved with the run and pushed with it), keys that are not plain values, a value that holds
+    itself (a YAML alias inside its own anchor), nesting deeper than a recipe needs, and more
+    values than it could need (YAML alias expansion)."""
     seen = 0
-    stack: list[tuple[str, Any]] = [("", data)]
+    # (where, value, depth, the containers it sits in: a cycle would come back to one of them)
+    stack: list[tuple[str, Any, int, tuple[int, ...]]] = [("", data, 0, ())]
     while stack:
-        where, value = stack.pop()
+        where, value, depth, inside = stack.pop()
         seen += 1
+        shown = where or "the recipe"
         if seen > MAX_RECIPE_VALUES:
             raise HFTransferError(
                 f"the recipe expands to more than {MAX_RECIPE_VALUES:,} values (YAML aliases?); "
                 "a recipe is a short list of settings")
-        shown = where or "the recipe"
         if isinstance(value, float) and not math.isfinite(value):
             raise HFTransferError(f"{shown} is {value}: numbers in a recipe must be finite")
         if isinstance(value, str):
-            if "\x00" in value:
-                raise HFTransferError(f"{shown} contains a NUL character")
-            if HF_TOKEN.search(value):
-                raise HFTransferError(
-                    f"{shown} looks like a Hugging Face access token; tokens never go in a recipe "
-                    f"(it is saved with the run): {TOKEN_HINT}")
-        elif isinstance(value, dict):
-            for key, child in value.items():
-                if isinstance(key, str) and ("\x00" in key or HF_TOKEN.search(key)):
-                    raise HFTransferError(f"a key under {shown} contains a NUL character or a token")
-                stack.append((_join(where, key), child))
-        elif isinstance(value, (list, tuple)):
-            stack.extend((f"{shown}[{i}]", child) for i, child in enumerate(value))
+            _check_text(value, shown)
+        elif isinstance(value, (dict, list, tuple)):
+            if id(value) in inside:
+                raise HFTransferError(f"{shown} contains itself (a YAML alias inside its own anchor)")
+            if depth >= MAX_DEPTH:
+                raise HFTransferError(f"{shown} is nested more than {MAX_DEPTH} levels deep; a recipe "
+                                      "is a short list of settings")
+            inside = inside + (id(value),)
+            if isinstance(value, dict):
+                for key, child in value.items():
+                    if not isinstance(key, (str, int, float, bool)) and key is not None:
+                        raise HFTransferError(f"a key under {shown} is not a plain value ({quote(key)})")
+                    if isinstance(key, str):
+                        _check_text(key, f"a key under {shown}")
+                    stack.append((_join(where, key), child, depth + 1, inside))
+            else:
+                stack.extend((f"{shown}[{i}]", child, depth + 1, inside) for i, child in enumerate(value))
+
+
+def _check_text(value: str, shown: str) -> None:
+    if "\x00" in value:
+        raise HFTransferError(f"{shown} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HFTransferError(f"{shown} is not valid UTF-8 text") from None
+    if HF_TOKEN.search(value):
+        raise HFTransferError(
+            f"{shown} looks like a Hugging Face access token; tokens never go in a recipe "
+            f"(it is saved with the run): {TOKEN_HINT}")
 
 
 TOKEN_HINT = "log in with `hf auth login` or set the HF_TOKEN environment variable"

@@ -29,6 +29,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise HFTransferError(f"recipe {str(path)!r} is not valid YAML{at}: {problem}") from None
+    except RecursionError:
+        raise HFTransferError(f"recipe {str(path)!r} is nested too deeply; a recipe is a short list "
+                              "of settings") from None
     if data is None:
         raise HFTransferError(f"recipe {str(path)!r} is empty")
     if not isinstance(data, dict):
@@ -48,7 +51,10 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, (str, int, float, bool)) and key in seen:
+        if not isinstance(key, (str, int, float, bool)) and key is not None:  # `? [a, b]`
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value, not a list or mapping", key_node.start_mark)
+        if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first given at line {seen[key].line + 1})",
                 key_node.start_mark)
@@ -87,6 +93,8 @@ def parse_value(text: str) -> Any:
         return yaml.load(text, Loader=_Loader) if text.strip() else ""
     except yaml.YAMLError:
         return text
+    except RecursionError:
+        raise HFTransferError(f"override value {text[:40]!r}... is nested too deeply") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

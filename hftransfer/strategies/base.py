@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..errors import HFTransferError
 from ..models import load_config, load_pretrained, source_config, source_location
 from ..recipe import ModelSpec
 
@@ -98,6 +99,7 @@ class Strategy:
         if old_labels is not None and old_labels != labels:
             logger.warning("source labels %s differ from the target's %s: the head is replaced",
                            old_labels, labels)
+        check_transferred(model, new, self.task, spec)
         self.new_params = new
         return model
 
@@ -167,6 +169,31 @@ class Strategy:
     def load_trained(self, run_dir: Path, spec: ModelSpec):
         """Load a run directory written by :meth:`save` for inference."""
         return load_pretrained(self.task.auto_class, str(run_dir), ModelSpec(name_or_path=str(run_dir)))
+
+
+MOSTLY_NEW = 0.5
+"""A source that supplies less than this share of the model's weights is no source at all."""
+
+
+def check_transferred(model, new: set[str], task: "Task", spec: ModelSpec) -> None:
+    """Weights the checkpoint did not supply, outside the task head, are a wrong source (another
+    architecture, weights of other shapes, a checkpoint missing tensors): refuse a model that
+    would train mostly from random weights under the name of a transfer; name what is new."""
+    outside = [n for n in new if n.split(".")[0] not in task.head_prefixes]
+    if not outside:
+        return
+    sizes = {n: p.numel() for n, p in model.named_parameters()}
+    share = sum(sizes.get(n, 0) for n in outside) / max(sum(sizes.values()), 1)
+    modules = sorted({n.rsplit(".", 1)[0] for n in outside})
+    shown = ", ".join(modules[:4]) + (f" and {len(modules) - 4} more" if len(modules) > 4 else "")
+    if share > MOSTLY_NEW:
+        raise HFTransferError(
+            f"model {spec.name_or_path!r}: {100 * share:.0f}% of the {type(model).__name__}'s weights "
+            f"are not in its checkpoint (missing, or of another shape: {shown}), so it would train "
+            "mostly from random weights; check the checkpoint and its config's model_type, or use "
+            "strategy scratch to start from random weights on purpose")
+    logger.warning("%s: %.1f%% of the weights are not in the checkpoint and start from random "
+                   "values: %s", spec.name_or_path, 100 * share, shown)
 
 
 def label_names(config) -> list[str] | None:

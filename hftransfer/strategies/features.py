@@ -242,17 +242,16 @@ class FeatureExtraction(Strategy):
 
     def features(self, ds, collator, split: str):
         """The features of a preprocessed split, from the cache or computed (and cached)."""
-        key = hashlib.sha256(
-            f"v2|{self.task.name}|{self.model_key}|{self.pooling}|"
-            f"{_inputs_digest(ds, self.per_token)}".encode()).hexdigest()[:32]
-        path = cache.entry(cache.FEATURES, f"{key}.safetensors")
-        if self.options.cache and path.exists():
-            logger.info("%s: features from cache %s", split, path)
-            tensors = load_file(str(path))
-        else:
+        tensors = None
+        if self.options.cache:
+            key = hashlib.sha256(
+                f"v2|{self.task.name}|{self.model_key}|{self.pooling}|"
+                f"{_inputs_digest(ds, self.per_token)}".encode()).hexdigest()[:32]
+            path = cache.entry(cache.FEATURES, f"{key}.safetensors")
+            tensors = self._cached(path, split)
+        if tensors is None:
             tensors = self.encode(ds, collator, split)
             if self.options.cache:
-                path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cache.staging_name(path)
                 save_file(tensors, str(tmp))
                 os.replace(tmp, path)  # readers never see a half-written file
@@ -260,6 +259,23 @@ class FeatureExtraction(Strategy):
         if labels is not None and labels.numel() and int(labels.max()) < 0:
             labels = None  # an unlabelled split
         return FeatureDataset(tensors["features"], labels, tensors.get("offsets"))
+
+    @staticmethod
+    def _cached(path: Path, split: str) -> dict[str, torch.Tensor] | None:
+        """A cache entry's features; None (computed again) for an entry that is missing or does
+        not read back whole (a disk error, a hand edit)."""
+        if not path.exists():
+            return None
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own type for a damaged file
+            logger.warning("%s: the cached features %s do not load (%s); computing them again",
+                           split, path, type(exc).__name__)
+            return None
+        if "features" not in tensors:
+            return None
+        logger.info("%s: features from cache %s", split, path)
+        return tensors
 
     @torch.no_grad()
     def encode(self, ds, collator, split: str, sort_by_length: bool = True) -> dict[str, torch.Tensor]:

@@ -46,9 +46,10 @@ class FullFineTune(Strategy):
         """γ in (0, 1]: layer l of L learns at lr·γ^(L−l), the embeddings at lr·γ^L, the head at lr."""
 
         def __post_init__(self) -> None:
-            if self.layer_lr_decay is not None and self.layer_lr_decay <= 0:
+            if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
                 raise HFTransferError(
-                    f"strategy.layer_lr_decay must be > 0 (e.g. 0.9), got {self.layer_lr_decay}"
+                    f"strategy.layer_lr_decay must be > 0 and at most 1 (a decay γ, e.g. 0.9), got "
+                    f"{self.layer_lr_decay}"
                 )
 
     def prepare(self, model):

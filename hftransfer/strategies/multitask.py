@@ -203,12 +203,8 @@ class MultiTask(FullFineTune):
     @staticmethod
     def adapter_config(options, peft_task_type):
         """The PEFT config of one task's adapter (``adapters`` is the method, ``peft`` its fields)."""
-        config = peft_config({**options.peft, "method": options.adapters}, peft_task_type)
-        if getattr(config, "is_prompt_learning", False) or not hasattr(config, "target_modules"):
-            raise HFTransferError(
-                f"strategy.adapters: {options.adapters!r} does not adapt the encoder's layers; use a "
-                "layer adapter such as lora, ia3 or loha")
-        return config
+        return peft_config({**options.peft, "method": options.adapters}, peft_task_type,
+                           method_key="strategy.adapters")
 
     # --- sampling ---------------------------------------------------------------------------
     def probabilities(self, sizes: list[int]) -> list[float] | None:

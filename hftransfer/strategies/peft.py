@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +16,7 @@ import torch
 
 from ..errors import HFTransferError
 from ..models import load_adapter, load_config, load_pretrained, source_location
-from ..recipe import ModelSpec
+from ..recipe import ModelSpec, coerce
 from ..registry import get_task, register_strategy
 from .base import Strategy
 
@@ -25,17 +27,25 @@ LORA_DEFAULTS: dict[str, Any] = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1}
 """What LoRA gets unless the recipe says otherwise."""
 
 
-def peft_config(fields: dict[str, Any], task_type: str | None, where: str = "strategy.peft"):
+def peft_config(fields: dict[str, Any], task_type: str | None, where: str = "strategy.peft",
+                method_key: str | None = None):
     """A PEFT config from a recipe's fields: ``method`` picks the method (lora by default, with
-    the kit's LoRA defaults beneath the recipe's values); any other key is the config's own."""
+    the kit's LoRA defaults beneath the recipe's values); any other key is the config's own.
+    ``method_key`` is where the recipe names the method (``where.method`` unless said)."""
     kwargs = dict(fields)
     method = str(kwargs.pop("method", "lora"))
-    config_cls = _config_class(method, where)
+    method_key = method_key or f"{where}.method"
+    config_cls = _config_class(method, method_key)
+    if "target_modules" not in {f.name for f in dataclasses.fields(config_cls)}:  # prompt learning
+        raise HFTransferError(
+            f"{method_key}: {method!r} learns prompts rather than adapting the model's layers; the "
+            "kit trains layer adapters (lora, ia3, loha, lokr, adalora, boft, oft, ...)")
     if config_cls.__name__ == "LoraConfig":
         kwargs = {**LORA_DEFAULTS, **kwargs}
     for key in ("task_type", "peft_type"):
         if key in kwargs:
             raise HFTransferError(f"{where}.{key} is set by the kit; remove it")
+    kwargs = {key: _typed(config_cls, key, value, where) for key, value in kwargs.items()}
     try:
         return config_cls(task_type=task_type, **kwargs)
     except TypeError as exc:
@@ -45,7 +55,22 @@ def peft_config(fields: dict[str, Any], task_type: str | None, where: str = "str
         raise HFTransferError(f"{where}: {str(exc).splitlines()[0]}") from None
 
 
-def _config_class(method: str, where: str):
+def _typed(config_cls: type, key: str, value: Any, where: str) -> Any:
+    """A PEFT field's value checked against its annotation where that is a plain type (PEFT
+    itself takes ``r: "abc"`` and fails much later)."""
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # an annotation that does not resolve: leave the value to PEFT
+        return value
+    tp = hints.get(key)
+    simple = (int, float, bool, str, type(None))
+    if tp in simple[:4] or typing.get_origin(tp) in (typing.Union, types.UnionType) \
+            and all(a in simple for a in typing.get_args(tp)):
+        return coerce(value, tp, f"{where}.{key}")
+    return value
+
+
+def _config_class(method: str, method_key: str):
     from peft import PeftType
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
@@ -54,7 +79,7 @@ def _config_class(method: str, where: str):
         if norm(peft_type.value) == norm(method):
             return PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
     raise HFTransferError(
-        f"{where}.method {method!r} is not a PEFT method; valid: "
+        f"{method_key} {method!r} is not a PEFT method; valid: "
         f"{', '.join(sorted(t.value.lower() for t in PeftType))}")
 
 
@@ -84,9 +109,7 @@ def add_adapter(model, config, task: "Task", new_modules: list[str], adapter_nam
     the source did not have (the head) train in full and are saved beside the adapter: PEFT's
     task types cover the usual head names, the rest are listed here."""
     from peft import get_peft_model
-    from peft.utils.constants import (
-        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known,
-    )
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known
 
     if hasattr(config, "target_modules") and config.target_modules is None \
             and model.config.model_type not in known:

@@ -23,7 +23,7 @@ from ..data import FORMATS, read_files
 from ..errors import HFTransferError
 from ..models import processor_location
 from ..registry import register_task
-from .base import ClassificationTask
+from .base import ClassificationTask, check_columns
 
 logger = logging.getLogger("hftransfer")
 
@@ -176,14 +176,7 @@ class AudioClassification(ClassificationTask):
         def __post_init__(self) -> None:
             if not self.max_seconds > 0 or not math.isfinite(self.max_seconds):
                 raise HFTransferError(f"task.max_seconds must be > 0 (e.g. 10), got {self.max_seconds}")
-            for key in ("audio_column", "label_column"):
-                if not str(getattr(self, key)).strip():
-                    raise HFTransferError(f"task.{key} must not be empty")
-            if self.audio_column == self.label_column:
-                raise HFTransferError(
-                    f"task.audio_column and task.label_column are both {self.audio_column!r}; "
-                    "they must name different columns"
-                )
+            check_columns(self, "audio_column", "label_column")
 
     def __init__(self, options: Any):
         super().__init__(options)
@@ -435,9 +428,7 @@ def default_feature_extractor(config: Any):
     """The stock feature extractor of ``config.model_type`` (e.g. wav2vec2: 16 kHz, normalised
     input, an attention mask when the model's feature encoder uses layer norm)."""
     import transformers
-    from transformers.models.auto.feature_extraction_auto import (
-        FEATURE_EXTRACTOR_MAPPING_NAMES,
-    )
+    from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING_NAMES
 
     name = FEATURE_EXTRACTOR_MAPPING_NAMES.get(config.model_type)
     cls = getattr(transformers, name, None) if name else None

@@ -129,6 +129,10 @@ class Task:
         """A ``compute_metrics`` function for the Trainer."""
         raise NotImplementedError
 
+    def metric_names(self, labels: list[str]) -> list[str]:
+        """The names :meth:`compute_metrics` reports (``metric_for_best_model`` picks one)."""
+        raise NotImplementedError
+
     def predict(self, model: Any, processor: Any, inputs: list[Any], batch_size: int = 32) -> list[Any]:
         raise NotImplementedError
 
@@ -144,6 +148,22 @@ class Task:
             "id2label": {i: name for i, name in enumerate(labels)},
             "label2id": {name: i for i, name in enumerate(labels)},
         }
+
+
+def check_columns(options: Any, *keys: str) -> None:
+    """The columns a task's options name (``task.<key>``) are given and all different: a label
+    column that is also an input would let the model read the answer."""
+    seen: dict[str, str] = {}
+    for key in keys:
+        column = getattr(options, key)
+        if column is None:
+            continue
+        if not str(column).strip():
+            raise HFTransferError(f"task.{key} must not be empty")
+        if column in seen:
+            raise HFTransferError(
+                f"task.{seen[column]} and task.{key} are both {column!r}; they must name different columns")
+        seen[column] = key
 
 
 def length_sorted(ds: Any) -> Any:
@@ -253,6 +273,9 @@ class ClassificationTask(Task):
             return None
         label2id = {name: i for i, name in enumerate(labels)}
         return [label2id[v] for v in self.raw_labels(ds)]
+
+    def metric_names(self, labels):
+        return ["accuracy", "f1"]
 
     def compute_metrics(self, labels):
         from sklearn.metrics import accuracy_score, f1_score

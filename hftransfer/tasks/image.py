@@ -15,7 +15,7 @@ from ..data import FORMATS, read_files
 from ..errors import HFTransferError
 from ..models import processor_location
 from ..registry import register_task
-from .base import ClassificationTask
+from .base import ClassificationTask, check_columns
 
 logger = logging.getLogger("hftransfer")
 
@@ -105,6 +105,9 @@ class ImageClassification(ClassificationTask):
         label_column: str = "label"
         augment: Augment | None = None
         """Training-time augmentation: ``{random_resized_crop: [0.8, 1.0], horizontal_flip: true}``."""
+
+        def __post_init__(self) -> None:
+            check_columns(self, "image_column", "label_column")
 
     def __init__(self, options: Any):
         super().__init__(options)

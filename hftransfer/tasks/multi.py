@@ -149,6 +149,10 @@ class TaskSet:
     def collator(self, processor: Any) -> MultiTaskCollator:
         return MultiTaskCollator([self.members[name].collator(processor) for name in self.names])
 
+    def metric_names(self, labels: dict[str, list[str]]) -> list[str]:
+        return ["combined"] + [f"{name}.{metric}" for name, task in self.members.items()
+                               for metric in ["loss", *task.metric_names(labels[name])]]
+
     def compute_metrics(self, labels: dict[str, list[str]]) -> dict[str, Any]:
         return {name: task.compute_metrics(labels[name]) for name, task in self.members.items()}
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..errors import HFTransferError
 from ..models import load_text_processor, position_limit
 from ..registry import register_task
-from .base import ClassificationTask, max_text_length, text_problem
+from .base import ClassificationTask, check_columns, max_text_length, text_problem
 
 logger = logging.getLogger("hftransfer")
 
@@ -33,6 +33,7 @@ class TextClassification(ClassificationTask):
         """Truncate inputs to this many tokens (default: the model's limit, at most 512)."""
 
         def __post_init__(self) -> None:
+            check_columns(self, "text_column", "text_pair_column", "label_column")
             if self.max_length is not None and self.max_length < 2:
                 raise HFTransferError(f"task.max_length must be at least 2, got {self.max_length}")
 

@@ -15,7 +15,7 @@ from ..data import read_text, resolve_files
 from ..errors import HFTransferError
 from ..models import load_text_processor, position_limit
 from ..registry import register_task
-from .base import Task, label_str, max_text_length
+from .base import Task, check_columns, label_str, max_text_length
 
 logger = logging.getLogger("hftransfer")
 
@@ -105,6 +105,7 @@ class TokenClassification(Task):
         """Truncate sentences to this many sub-word tokens (default: the model's limit, at most 512)."""
 
         def __post_init__(self) -> None:
+            check_columns(self, "tokens_column", "tags_column")
             if self.max_length is not None and self.max_length < 2:
                 raise HFTransferError(f"task.max_length must be at least 2, got {self.max_length}")
 
@@ -247,6 +248,9 @@ class TokenClassification(Task):
         return DataCollatorForTokenClassification(processor)
 
     # --- evaluation -------------------------------------------------------------------------
+    def metric_names(self, labels):
+        return ["precision", "recall", "f1", "accuracy"] + [f"f1_{t}" for t in sorted(entity_types(labels))]
+
     def compute_metrics(self, labels):
         from seqeval.metrics import accuracy_score, classification_report
 
@@ -278,9 +282,16 @@ class TokenClassification(Task):
         from transformers import TokenClassificationPipeline
 
         base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: adapters are in place
-        tagger = TokenClassificationPipeline(model=base, tokenizer=processor, aggregation_strategy="first",
-                                             device=next(base.parameters()).device)
-        results = tagger(list(inputs), batch_size=batch_size)
+        # The pipeline cuts inputs at the tokenizer's limit, which may exceed the model's
+        # positions; at the model's limit, with overlapping windows, a long text is tagged whole.
+        limit, saved = self._max_length(processor), processor.model_max_length
+        processor.model_max_length = limit
+        try:
+            tagger = TokenClassificationPipeline(model=base, tokenizer=processor, aggregation_strategy="first",
+                                                 device=next(base.parameters()).device, stride=limit // 4)
+            results = tagger(list(inputs), batch_size=batch_size)
+        finally:
+            processor.model_max_length = saved
         if inputs and isinstance(results, list) and results and isinstance(results[0], dict):
             results = [results]  # one input
         return [[{"entity_group": e["entity_group"], "score": float(e["score"]),
