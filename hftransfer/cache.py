@@ -13,6 +13,8 @@ from .errors import HFTransferError
 
 FEATURES = "features"
 """Cached features: one safetensors file per (encoder weights, inputs, pooling)."""
+TEACHER = "teacher"
+"""A teacher's outputs (distillation): one safetensors file per (teacher weights, inputs)."""
 MERGED = "merged"
 """Adapter runs merged into their base model, to serve as a plain source model."""
 
@@ -27,7 +29,7 @@ def cache_root() -> Path:
 
 
 def entry(kind: str, name: str) -> Path:
-    """The path of one cache entry (``kind`` is FEATURES or MERGED)."""
+    """The path of one cache entry (``kind`` is FEATURES, TEACHER or MERGED)."""
     folder = cache_root() / kind
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -218,7 +218,8 @@ def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | N
         n_test=counts.get("test", "?"),
         budget=", ".join(budget) or "all training examples",
         labels=", ".join(f"`{label}`" for label in metrics.get("labels", [])),
-        transfer=[(k, _fmt_setting(v)) for k, v in transfer.items() if not isinstance(v, (dict, list))],
+        transfer=[(k, _fmt_setting(v)) for k, v in transfer.items() if not isinstance(v, (dict, list))]
+        + _init_rows(metrics.get("init")),
         metric_names=metric_names, result_rows=result_rows, has_baseline=bool(baseline_splits),
         hyperparameters=_hyperparameters(run),
         runtime=train.get("runtime_s", "?"), samples_per_second=train.get("samples_per_second", "?"),
@@ -227,6 +228,23 @@ def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | N
         license=data.license,
         companions=companions or [],
     )
+
+
+def _init_rows(init: Any) -> list[tuple[str, str]]:
+    """``model.init``: how the network differs from the source and how it was filled."""
+    if not isinstance(init, dict):
+        return []
+    changed = init.get("changed") or {}
+    rows = [("network", ", ".join(f"`{k}: {_fmt_setting(v)}`" for k, v in changed.items())
+             or "the source's architecture")]
+    if init.get("weights") == "random":
+        return rows + [("weights", "random (a no-transfer twin of the transferred network)")]
+    if init.get("layers") is not None:
+        rows.append(("layers from the source", ", ".join(str(i) for i in init["layers"])))
+    tensors = init.get("tensors") or {}
+    rows.append(("tensors filled from the source", ", ".join(f"{n} {how}" for how, n in tensors.items())
+                 + f" (per tensor: `{rundir.WEIGHT_TRANSFER}`)"))
+    return rows
 
 
 def _license(metrics: dict[str, Any]) -> dict[str, str]:

@@ -38,14 +38,19 @@ class Splits:
     validation: "datasets.Dataset | None"
     test: "datasets.Dataset | None"
     labels: list[str]
+    unlabeled: "datasets.Dataset | None" = None
+    """Inputs without labels (``data.unlabeled``): a transfer set a teacher labels."""
 
     def missing_validation(self) -> list[str]:
         """Recipe sections that have no validation split (model selection needs one)."""
         return ["data"] if self.validation is None else []
 
     def counts(self) -> dict[str, int]:
-        return {role: len(ds) if ds is not None else 0
-                for role, ds in (("train", self.train), ("validation", self.validation), ("test", self.test))}
+        counts = {role: len(ds) if ds is not None else 0
+                  for role, ds in (("train", self.train), ("validation", self.validation), ("test", self.test))}
+        if self.unlabeled is not None:
+            counts["unlabeled"] = len(self.unlabeled)
+        return counts
 
 
 def resolve_files(spec: str, where: str, extensions: tuple[str, ...] | None = None) -> list[Path]:
@@ -196,6 +201,16 @@ def _mixed_column(rows: list[dict[str, Any]]) -> str:
             return (f"column {column!r} holds {first.__name__} values and, from row {at}, "
                     f"{other.__name__} values")
     return "a column holds values of different types"
+
+
+def replace_column(ds: "datasets.Dataset", column: str, values: list[Any]) -> "datasets.Dataset":
+    """``ds`` with ``column``'s values replaced (also when it is the only column)."""
+    import datasets
+
+    rest = ds.remove_columns(column)
+    if not rest.column_names:
+        return datasets.Dataset.from_dict({column: values})
+    return rest.add_column(column, values).select_columns(ds.column_names)
 
 
 def read_files(spec: str, where: str, declared_format: str | None = None,
@@ -369,4 +384,7 @@ def load_splits(spec: Any, task: Any, seed: int, where: str = "data") -> Splits:
         train = train.select(sorted(rng.permutation(len(train))[: spec.max_train_samples].tolist()))
     if len(train) == 0:
         raise HFTransferError(f"{where}.train has no rows left after budgets")
-    return Splits(train=train, validation=validation, test=raw.get("test"), labels=labels)
+    unlabeled = None
+    if getattr(spec, "unlabeled", None) is not None:
+        unlabeled = task.read_inputs(spec.unlabeled, f"{where}.unlabeled", spec.format)
+    return Splits(train=train, validation=validation, test=raw.get("test"), labels=labels, unlabeled=unlabeled)

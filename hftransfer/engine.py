@@ -30,8 +30,8 @@ from .models import (
     check_buildable,
     load_config,
     load_pretrained,
+    network_config,
     public_name,
-    source_config,
     source_license,
     source_location,
 )
@@ -98,7 +98,7 @@ def prepare(recipe: Recipe, checkpoints: Path) -> Setup:
     values = training_values(recipe.train, task.training_defaults, strategy_cls.defaults)
     args = make_training_arguments(values, str(checkpoints))
     data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
-    config = source_config(recipe.model)
+    config = network_config(recipe.model)
     for member in getattr(task, "members", {None: task}).values():
         check_buildable(member.auto_class, config, recipe.model)
     strategy.check_model(config)
@@ -116,8 +116,9 @@ def prepare(recipe: Recipe, checkpoints: Path) -> Setup:
             raise HFTransferError(
                 f"train.metric_for_best_model {args.metric_for_best_model!r} is not a metric of this "
                 f"run; valid: {', '.join(names)}")
+    strategy.check_labels(splits.labels)
     _check_no_tokens(splits.labels, config, recipe.model)
-    location = source_location(recipe.model) if recipe.model.config is None else None
+    location = source_location(recipe.model) if recipe.model.config is None or recipe.model.init else None
     processor = task.load_processor(location, recipe.model, config)
     return Setup(recipe, task, strategy, values, args, config, splits, processor)
 
@@ -224,7 +225,8 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
                 100 * params["trainable"] / max(params["total"], 1))
 
     train_ds, evals = task.encode_splits(splits, setup.processor, augment=strategy.augments)
-    train_ds, evals, collator = strategy.prepare_data(train_ds, evals, task.collator(setup.processor))
+    train_ds, evals, collator = strategy.prepare_data(train_ds, evals, task.collator(setup.processor),
+                                                      splits, setup.processor)
 
     trainer = TransferTrainer(
         model=model,
@@ -263,6 +265,8 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
     for name, ds in evals.items():
         metrics[name] = task.shape_metrics(task_metrics(trainer.evaluate(ds, metric_key_prefix=name), name))
     metrics["params"] = params
+    if strategy.transfer_summary is not None:
+        metrics["init"] = strategy.transfer_summary
     transfer = strategy.report(trainer.model)
     if transfer:
         metrics["transfer"] = transfer
@@ -291,6 +295,8 @@ def _write_run(held: rundir.Stage, run_dir: Path, setup: Setup, trainer: Trainer
     (stage / rundir.LOGS).mkdir(exist_ok=True)
     rundir.write_json(stage / rundir.LOG_HISTORY, trainer.state.log_history)
     rundir.write_json(stage / rundir.TRAINING_ARGS, rundir.as_json(setup.values))
+    if strategy.transfer_report is not None:
+        rundir.write_json(stage / rundir.WEIGHT_TRANSFER, strategy.transfer_report)
     write_cards(stage, metrics=rundir.as_json(metrics))
     # metrics.json last: with recipe.yaml it marks a finished run.
     rundir.write_json(stage / rundir.METRICS, metrics)

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import cache, rundir
+from . import cache, rundir, weight_transfer
 from .errors import HFTransferError
 from .recipe import EMBEDDED_MODEL_ID, ModelSpec, load_recipe
 from .registry import get_task
@@ -54,16 +54,19 @@ def is_hub_id(name: Any) -> bool:
 
 def public_name(spec: ModelSpec) -> str:
     """The name to record in cards and metrics: the Hub id for the embedded copy."""
-    if spec.config is not None:
+    name = EMBEDDED_MODEL_ID if is_embedded(spec.name_or_path) else spec.name_or_path
+    if spec.init is not None and spec.random_weights:
+        return f"random-init (model.init: the shape of {name}, none of its weights)"
+    if spec.config is not None and spec.init is None:
         return f"random-init {spec.config.get('model_type', '?')} (model.config)"
-    return EMBEDDED_MODEL_ID if is_embedded(spec.name_or_path) else spec.name_or_path
+    return name
 
 
 def source_license(spec: ModelSpec) -> dict[str, str]:
     """``license`` (and ``license_name``/``license_link``) of the source model, when known: read
     from the front matter of its ``README.md`` when the source is a local directory (the
     embedded MiniLM, a downloaded model, another run of the kit); empty otherwise."""
-    if spec.config is not None:
+    if spec.random_weights:
         return {}
     try:
         name = spec.name_or_path
@@ -109,6 +112,19 @@ def source_config(spec: ModelSpec, **kwargs: Any):
         if not _config_error(exc):
             raise
         raise HFTransferError(f"model.config: {_first_line(exc)}") from None
+
+
+def network_config(spec: ModelSpec, **kwargs: Any):
+    """The config of the network a run trains: the source's (or the inline ``model.config``), or
+    with ``model.init`` the target architecture the source's weights fill."""
+    return transfer_plan(spec, **kwargs).config if spec.init is not None else source_config(spec, **kwargs)
+
+
+def transfer_plan(spec: ModelSpec, **kwargs: Any) -> weight_transfer.Plan:
+    """How ``model.init`` changes the source's architecture (checked before any weights load)."""
+    source = load_config(source_location(spec), spec, **kwargs)
+    inline = source_config(dataclasses.replace(spec, init=None), **kwargs) if spec.config is not None else None
+    return weight_transfer.plan(source, spec.init or {}, inline)
 
 
 def source_location(spec: ModelSpec) -> str:

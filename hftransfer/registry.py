@@ -35,6 +35,7 @@ BUILTIN_STRATEGIES = {
     "feature-extraction": "hftransfer.strategies.features",
     "lora": "hftransfer.strategies.peft",
     "multitask": "hftransfer.strategies.multitask",
+    "distill": "hftransfer.strategies.distill",
 }
 
 

@@ -43,6 +43,9 @@ LOGS = "logs"
 LOG_HISTORY = "logs/log_history.json"
 TRAINING_ARGS = "logs/training_args.json"
 """The effective training arguments of the run, as the engine passed them (cards render from it)."""
+WEIGHT_TRANSFER = "weight_transfer.json"
+"""``model.init``: how each tensor of the network was filled from the source (copied, selected,
+grown or new) and from which source tensor."""
 
 TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 """A task of a multi-task run: a folder (RUN/tasks/NAME) and a metric key (validation.NAME.f1)."""

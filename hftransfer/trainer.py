@@ -34,16 +34,22 @@ class TransferTrainer(Trainer):
             extra.to(self.args.device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        batch = dict(inputs)  # the Trainer may pop the labels out of ``inputs``
+        # What the strategy's loss reads beyond the model's inputs (teacher outputs) stays out
+        # of the model's call; the Trainer may pop the labels out of ``inputs``.
+        extras = {key: inputs.pop(key) for key in self.strategy.batch_extras if key in inputs}
+        batch = {**inputs, **extras}
         loss, outputs = super().compute_loss(
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         if model.training:
             # The strategy sees the model as it built it, not the DDP/FSDP wrapper.
-            extra = self.strategy.extra_loss(self.accelerator.unwrap_model(model), batch, outputs)
-            if extra is not None:
-                loss = loss + extra
+            loss = self.strategy.training_loss(self.accelerator.unwrap_model(model), batch, outputs, loss)
         return (loss, outputs) if return_outputs else loss
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        # Columns the strategy's loss reads survive the Trainer's removal of unused columns.
+        self._signature_columns += [k for k in self.strategy.batch_extras if k not in self._signature_columns]
 
     def get_train_dataloader(self):
         grouped = str(getattr(self.args.train_sampling_strategy, "value",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tiny_recipe_dict
 from test_image import TINY_VIT, write_folders
 from test_token import toy_sentences, write_conll
 
@@ -33,8 +34,12 @@ def tiny_inputs(tmp_path_factory, tiny_model_dir, toy_data) -> dict:
     text = {split: str(toy_data / f"{split}.csv") for split in ("train", "validation", "test")}
     tokens = {split: str(root / "ner" / f"{split}.txt") for split in ("train", "validation", "test")}
     pictures = {split: str(images / split) for split in ("train", "validation", "test")}
+    # A teacher for recipes that distill: a tiny text classifier trained for a few steps.
+    teacher = root / "teacher"
+    hftransfer.train(tiny_recipe_dict(tiny_model_dir, toy_data, "full", train={"num_train_epochs": 1}),
+                     output_dir=teacher)
     return {"text-classification": (tiny_model_dir, text), "token-classification": (tiny_model_dir, tokens),
-            "image-classification": (vit, pictures)}
+            "image-classification": (vit, pictures), "teacher": {"text-classification": teacher}}
 
 
 def tiny_overrides(recipe: dict, inputs: dict) -> list[str]:
@@ -47,8 +52,14 @@ def tiny_overrides(recipe: dict, inputs: dict) -> list[str]:
         model, data = inputs[task_type]
         for split, path in data.items():
             overrides.append(f"{prefix + '.' if prefix else ''}data.{split}={path}")
+        if "unlabeled" in (recipe.get("data") or {}):
+            overrides.append(f"data.unlabeled={data['train']}")
+        if recipe["strategy"]["name"] == "distill":
+            overrides.append(f"strategy.teacher={inputs['teacher'][task_type]}")
     if "config" not in recipe.get("model", {}):  # an inline config is tiny already
         overrides.append(f"model.name_or_path={model}")
+    if "num_hidden_layers" in (recipe.get("model", {}).get("init") or {}):  # the tiny models have 2
+        overrides.append("model.init.num_hidden_layers=1")
     return overrides + ["train.num_train_epochs=1", "train.per_device_train_batch_size=8",
                         "train.disable_tqdm=true"]
 

@@ -53,6 +53,19 @@ class ModelSpec:
     processor: str | None = None
     """Where to load the tokenizer / image processor / feature extractor from, when it is not
     next to the model (needed for text models built from ``config``)."""
+    init: dict[str, Any] | None = None
+    """A network of another shape filled from the source's weights: config fields to change
+    (``num_hidden_layers: 3``, ``hidden_size: 192``...) and ``layers`` (bottom, uniform, stack
+    or a list), ``width`` (select, grow), ``weights`` (source, or random for a no-transfer twin).
+    With ``config`` given too, that config (of the source's family) is the target."""
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether the network starts from random weights (an inline config, or init's
+        ``weights: random``) rather than the source's."""
+        if self.init is not None:
+            return self.init.get("weights", "source") == "random"
+        return self.config is not None
 
     def __post_init__(self) -> None:
         for key in ("name_or_path", "processor", "revision"):
@@ -84,9 +97,12 @@ class DataSpec:
     """A label budget: keep this many training examples per label (seeded)."""
     seed: int | None = None
     """Seed for splits and budgets; defaults to ``train.seed``."""
+    unlabeled: str | None = None
+    """Inputs without labels (a file of texts, an image or audio folder): a transfer set that
+    the teacher of strategy ``distill`` labels with its outputs."""
 
     def __post_init__(self) -> None:
-        for key in ("train", "validation", "test", "dataset", "dataset_config"):
+        for key in ("train", "validation", "test", "dataset", "dataset_config", "unlabeled"):
             value = getattr(self, key)
             if value is not None and not value.strip():
                 # An empty path would name the current directory and read every file under it.
@@ -265,6 +281,13 @@ def validate(recipe: Recipe) -> Recipe:
             f"strategy {recipe.strategy['name']!r} trains several tasks: give them as "
             "tasks: {NAME: {task: {...}, data: {...}}, ...} instead of task: and data:"
         )
+    sections = [(f"tasks.{n}.data", e.data) for n, e in recipe.members.items()] if recipe.is_multitask \
+        else [("data", recipe.data)]
+    for where, data in sections:
+        if data.unlabeled is not None and not strategy_cls.reads_unlabeled:
+            raise HFTransferError(
+                f"{where}.unlabeled is a transfer set that a teacher labels (strategy distill); strategy "
+                f"{recipe.strategy['name']!r} does not read it: remove it or use strategy distill")
     strategy_cls.validate_recipe(recipe)
     recipe.train = validate_training_arguments(recipe.train)
     if recipe.name is not None and not recipe.name.strip():

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import HFTransferError
-from ..models import load_config, load_pretrained, source_config, source_location
+from .. import weight_transfer
+from ..models import (
+    load_config,
+    load_pretrained,
+    public_name,
+    source_config,
+    source_location,
+    transfer_plan,
+)
 from ..recipe import ModelSpec
 
 if TYPE_CHECKING:
@@ -57,6 +65,11 @@ class Strategy:
     """Whether training sees the task's augmentation (not for features computed once and cached)."""
     multitask: ClassVar[bool] = False
     """Whether it trains a recipe's ``tasks:`` (several tasks) rather than one ``task:``."""
+    reads_unlabeled: ClassVar[bool] = False
+    """Whether it learns from ``data.unlabeled`` (inputs without labels)."""
+    batch_extras: ClassVar[tuple[str, ...]] = ()
+    """Batch entries its loss reads that the model does not take (teacher outputs): kept out of
+    the model's inputs and handed to :meth:`training_loss`."""
 
     @dataclass
     class Options:
@@ -67,6 +80,9 @@ class Strategy:
         self.task = task
         self.new_params: set[str] = set()  # parameters initialised fresh (the head), by build_model
         self.extras: dict[str, Any] = {}  # the models extra_models() asked for, loaded by the engine
+        # model.init: how each tensor was filled (weight_transfer.json) and its summary (metrics).
+        self.transfer_report: list[dict[str, Any]] | None = None
+        self.transfer_summary: dict[str, Any] | None = None
 
     @property
     def new_modules(self) -> list[str]:
@@ -78,9 +94,19 @@ class Strategy:
 
     # --- lifecycle hooks --------------------------------------------------------------------
     def build_model(self, spec: ModelSpec, labels: list[str]):
-        """Load the source model with a head sized for ``labels``."""
+        """Load the source model with a head sized for ``labels`` (with ``model.init``: a network
+        of another shape, filled from it)."""
+        if spec.init is not None:
+            return self.transferred_model(spec, labels)
         if spec.config is not None:
             return self.random_model(spec, labels)
+        model, self.new_params = self.source_model(spec, labels)
+        check_transferred(model, self.new_params, self.task, spec)
+        return model
+
+    def source_model(self, spec: ModelSpec, labels: list[str]):
+        """The source model with a head sized for ``labels``, and the names of the parameters
+        the checkpoint did not supply (a new head)."""
         location = source_location(spec)
         source = load_config(location, spec)
         model, info = load_pretrained(
@@ -99,8 +125,29 @@ class Strategy:
         if old_labels is not None and old_labels != labels:
             logger.warning("source labels %s differ from the target's %s: the head is replaced",
                            old_labels, labels)
-        check_transferred(model, new, self.task, spec)
-        self.new_params = new
+        return model, new
+
+    def transferred_model(self, spec: ModelSpec, labels: list[str]):
+        """``model.init``: the target architecture, filled from the source's weights (or random,
+        for a no-transfer twin); the transfer report is kept for the run directory."""
+        kwargs = {**self.task.model_kwargs(labels)}
+        chosen = transfer_plan(spec, **kwargs)
+        chosen.config.update(self.config_overrides(chosen.config))
+        model = self.task.auto_class.from_config(chosen.config, trust_remote_code=spec.trust_remote_code)
+        if chosen.from_source:
+            source, fresh = self.source_model(spec, labels)
+            self.transfer_report = weight_transfer.transfer(source, model, chosen, fresh)
+            del source
+        else:
+            self.transfer_report = weight_transfer.transfer(model, model, chosen, set())
+        self.transfer_summary = weight_transfer.summary(self.transfer_report, chosen)
+        self.new_params = {row["tensor"] for row in self.transfer_report if row["how"] == "new"} \
+            & {name for name, _ in model.named_parameters()}
+        counts = self.transfer_summary["tensors"]
+        logger.info("model.init: %s from %s (%s)", ", ".join(f"{k}={v}" for k, v in chosen.changed.items())
+                    or "the same shape", public_name(spec), ", ".join(f"{n} {how}" for how, n in counts.items()))
+        if chosen.from_source:
+            check_transferred(model, self.new_params, self.task, spec)
         return model
 
     def config_overrides(self, config) -> dict[str, Any]:
@@ -108,8 +155,10 @@ class Strategy:
         return {}
 
     def random_model(self, spec: ModelSpec, labels: list[str]):
-        """The source architecture with random weights (``model.config``, or ``scratch``)."""
-        config = source_config(spec, **self.task.model_kwargs(labels))
+        """The source architecture (or ``model.init``'s) with random weights (``model.config``, or
+        ``scratch``)."""
+        kwargs = self.task.model_kwargs(labels)
+        config = transfer_plan(spec, **kwargs).config if spec.init is not None else source_config(spec, **kwargs)
         config.update(self.config_overrides(config))
         model = self.task.auto_class.from_config(config, trust_remote_code=spec.trust_remote_code)
         self.new_params = {name for name, _ in model.named_parameters()}
@@ -127,6 +176,14 @@ class Strategy:
     def prepare(self, model):
         """Freeze or wrap the model before training; returns the model to train."""
         return model
+
+    def check_labels(self, labels: Any) -> None:
+        """Checks of the recipe against the data's label set, before any weights load."""
+
+    def training_loss(self, model, inputs: dict[str, Any], outputs: Any, task_loss: "torch.Tensor") -> "torch.Tensor":
+        """The loss training minimises: the task's, plus :meth:`extra_loss`."""
+        extra = self.extra_loss(model, inputs, outputs)
+        return task_loss if extra is None else task_loss + extra
 
     def extra_loss(self, model, inputs: dict[str, Any], outputs: Any) -> "torch.Tensor | None":
         """A term added to the task loss during training (regularisers, distillation): it sees
@@ -147,8 +204,9 @@ class Strategy:
         """Strategy facts for metrics.json["transfer"] after training."""
         return {}
 
-    def prepare_data(self, train_ds, evals: dict[str, Any], collator):
-        """Turn the tokenised splits into what the prepared model trains on (default: as is)."""
+    def prepare_data(self, train_ds, evals: dict[str, Any], collator, splits: Any, processor: Any):
+        """Turn the tokenised splits into what the prepared model trains on (default: as is);
+        ``splits`` are the raw splits and ``processor`` the model's processor."""
         return train_ds, evals, collator
 
     def count_parameters(self, model) -> dict[str, int]:

@@ -166,7 +166,7 @@ class FeatureExtraction(Strategy):
     def pooling_for(self, spec) -> str:
         if self.options.pooling:
             return self.options.pooling
-        if spec.config is not None:
+        if spec.random_weights:
             return "cls"
         location = Path(resolve(spec))
         is_sentence_transformer = location.is_dir() and (
@@ -228,7 +228,7 @@ class FeatureExtraction(Strategy):
         head = sum(p.numel() for p in model.parameters())
         return {"trainable": head, "total": sum(p.numel() for p in self.full_model.parameters())}
 
-    def prepare_data(self, train_ds, evals, collator):
+    def prepare_data(self, train_ds, evals, collator, splits, processor):
         # The cache key covers every frozen weight the features depend on: the encoder, or the
         # whole model but its (freshly initialised, retrained) output layer.
         if self.pooled:

@@ -33,7 +33,7 @@ from ..registry import get_task, register_strategy
 from ..tasks.multi import MultiTaskDataset, TaskSet
 from .base import Strategy, count_parameters
 from .finetune import FullFineTune, Regularization
-from .peft import add_adapter, check_targets, load_base, peft_config, write_base_config
+from .peft import add_adapter, check_adapter_base, check_targets, load_base, peft_config, write_base_config
 
 logger = logging.getLogger("hftransfer")
 
@@ -191,10 +191,7 @@ class MultiTask(FullFineTune):
                         f"strategy.sampling_weights give {', '.join(never)} no weight, so it would never "
                         "train; give it a positive weight or remove the task")
         if o.adapters is not None:
-            if recipe.model.config is not None:
-                raise HFTransferError(
-                    "strategy.adapters adapt pretrained weights, but model.config builds a random "
-                    "model; drop adapters or load a pretrained model")
+            check_adapter_base(recipe.model, "strategy.adapters")
             for name, entry in recipe.members.items():
                 cls.adapter_config(o, get_task(entry.task_type).peft_task_type)
         # The tasks must read one kind of input (the TaskSet refuses a mix).

@@ -27,6 +27,19 @@ LORA_DEFAULTS: dict[str, Any] = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1}
 """What LoRA gets unless the recipe says otherwise."""
 
 
+def check_adapter_base(spec: ModelSpec, what: str) -> None:
+    """An adapter is saved apart from its base, which must be a model others can load: not a
+    random one (``model.config``), nor one reshaped from the source (``model.init``)."""
+    if spec.init is not None:
+        raise HFTransferError(
+            f"{what} is saved apart from its base model, but model.init builds a network that exists "
+            "nowhere else; train the reshaped network with strategy full (or distill) and adapt that run")
+    if spec.config is not None:
+        raise HFTransferError(
+            f"{what} adapts pretrained weights, but model.config builds a random model that no run "
+            "could reload; train it with strategy full (or save it) and adapt that")
+
+
 def peft_config(fields: dict[str, Any], task_type: str | None, where: str = "strategy.peft",
                 method_key: str | None = None):
     """A PEFT config from a recipe's fields: ``method`` picks the method (lora by default, with
@@ -157,11 +170,7 @@ class PeftAdapter(Strategy):
 
     @classmethod
     def validate_recipe(cls, recipe):
-        if recipe.model.config is not None:
-            raise HFTransferError(
-                "an adapter adapts pretrained weights, but model.config builds a random model that "
-                "no run could reload; train it with strategy full (or save it) and adapt that"
-            )
+        check_adapter_base(recipe.model, "an adapter")
         peft_config(recipe.strategy_options.peft, get_task(recipe.task_type).peft_task_type)
 
     def check_model(self, config):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import FORMATS, read_files
+from ..data import FORMATS, read_files, replace_column
 from ..errors import HFTransferError
 from ..models import processor_location
 from ..registry import register_task
@@ -199,6 +199,25 @@ class AudioClassification(ClassificationTask):
         return read_files(entry, where, declared_format,
                           check=lambda ds, w, file: self.check_split(ds, w, base=file.parent))
 
+    def read_inputs(self, entry, where, declared_format):
+        """A folder of clips at any depth (its subfolders are not read as labels), or data files
+        with the audio column."""
+        import datasets
+
+        path = Path(os.path.expanduser(entry))
+        if declared_format is None and path.is_dir() and not any(
+                p.is_file() and p.suffix.lower() in FORMATS for p in path.rglob("*")):
+            clips = sorted(str(p.resolve()) for p in path.rglob("*") if p.is_file()
+                           and p.suffix.lower() in AUDIO_EXTENSIONS
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not clips:
+                raise HFTransferError(f"{where}: folder {entry!r} holds no audio files "
+                                      f"({', '.join(AUDIO_EXTENSIONS)})")
+            ds = datasets.Dataset.from_dict({self.options.audio_column: clips})
+            return self.check_split(ds, where, labelled=False, numbered=False)
+        return read_files(entry, where, declared_format,
+                          check=lambda ds, w, file: self.check_split(ds, w, base=file.parent, labelled=False))
+
     def _read_audio_folder(self, root: Path, entry: str, where: str):
         import datasets
 
@@ -269,8 +288,7 @@ class AudioClassification(ClassificationTask):
                     else:
                         value = ref.source
                     values.append(value)
-            order = ds.column_names
-            ds = ds.remove_columns(column).add_column(column, values).select_columns(order)
+            ds = replace_column(ds, column, values)
         return ds
 
     @staticmethod

@@ -67,6 +67,11 @@ class Task:
         """The recipe's ``data:`` read, checked and split (``data.Splits``)."""
         return load_splits(spec, self, seed)
 
+    def read_inputs(self, entry: str, where: str, declared_format: str | None) -> "datasets.Dataset":
+        """Unlabelled inputs (``data.unlabeled``: a transfer set a teacher labels), checked as a
+        split is but without labels."""
+        raise HFTransferError(f"{where}: task {self.name} takes no unlabelled inputs; remove {where}")
+
     def encode_splits(self, splits: Any, processor: Any, augment: bool) -> tuple[Any, dict[str, Any]]:
         """(training set, {"validation": ..., "test": ...}) as model inputs; evaluation sets are
         sorted by length."""

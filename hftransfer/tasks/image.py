@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data import FORMATS, read_files
+from ..data import FORMATS, read_files, replace_column
 from ..errors import HFTransferError
 from ..models import processor_location
 from ..registry import register_task
@@ -154,14 +154,32 @@ class ImageClassification(ClassificationTask):
                                          self.options.label_column: labels})
         return self.check_split(ds, where)
 
-    def check_split(self, ds, where, base: Path | None = None):
+    def read_inputs(self, entry, where, declared_format):
+        """A folder of images at any depth (its subfolders are not read as labels), or data files
+        with the image column."""
+        import datasets
+
+        path = Path(os.path.expanduser(entry))
+        if declared_format is None and path.is_dir() and not any(
+                p.suffix.lower() in FORMATS for p in _files(path)):
+            images = [str(p) for p in _files(path) if p.suffix.lower() in IMAGE_EXTENSIONS]
+            if not images:
+                raise HFTransferError(f"{where}: folder {entry!r} holds no image files "
+                                      f"({', '.join(IMAGE_EXTENSIONS)})")
+            return self.check_split(datasets.Dataset.from_dict({self.options.image_column: images}), where,
+                                    labelled=False)
+        return read_files(entry, where, declared_format,
+                          check=lambda ds, w, file: self.check_split(ds, w, file.parent, labelled=False))
+
+    def check_split(self, ds, where, base: Path | None = None, labelled: bool = True):
         """Check the image and label columns and that every image opens and passes PIL's
         integrity check (headers, checksums: cheap, ~0.2 ms an image); image paths are
         made absolute (relative ones resolve against ``base``, the data file's folder)."""
         import datasets
 
         column = self.require_column(ds, "image_column", where)
-        self.check_label_column(ds, where)
+        if labelled:
+            self.check_label_column(ds, where)
         if len(ds) == 0:
             raise HFTransferError(f"{where}: no rows")
         feature = ds.features[column]
@@ -182,7 +200,7 @@ class ImageClassification(ClassificationTask):
                 if not path.is_file():
                     raise HFTransferError(f"{where}: row {row}: image file {str(path)!r} does not exist")
                 paths.append(str(path.resolve()))
-            ds = ds.remove_columns(column).add_column(column, paths)
+            ds = replace_column(ds, column, paths)
             ds = ds.cast_column(column, datasets.Image(decode=False))
         else:
             raise HFTransferError(

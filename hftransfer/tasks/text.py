@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from ..data import read_files, read_text
 from ..errors import HFTransferError
 from ..models import load_text_processor, position_limit
 from ..registry import register_task
@@ -63,6 +66,22 @@ class TextClassification(ClassificationTask):
                         "fill it in or remove the row"
                     )
         return ds
+
+    def read_inputs(self, entry, where, declared_format):
+        """A data file with the text column(s), or a ``.txt`` file of one text a line."""
+        import datasets
+
+        path = Path(os.path.expanduser(entry))
+        if declared_format is None and path.suffix.lower() == ".txt" and path.is_file():
+            if self.options.text_pair_column:
+                raise HFTransferError(f"{where}: a .txt file holds single texts, but the task reads pairs "
+                                      f"({self.options.text_column}, {self.options.text_pair_column}); "
+                                      "give a csv/json file with both columns")
+            lines = [line for line in read_text(path, where).splitlines() if line.strip()]
+            return self.check_split(datasets.Dataset.from_dict({self.options.text_column: lines}), where,
+                                    labelled=False)
+        return read_files(entry, where, declared_format,
+                          check=lambda ds, w, file: self.check_split(ds, w, labelled=False))
 
     def _max_length(self, tokenizer) -> int:
         return max_text_length(self.options.max_length, tokenizer, self.position_limit)
