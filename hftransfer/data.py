@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import io
 import json
 import logging
@@ -40,6 +41,8 @@ class Splits:
     labels: list[str]
     unlabeled: "datasets.Dataset | None" = None
     """Inputs without labels (``data.unlabeled``): a transfer set a teacher labels."""
+    unlabeled_dropped: int = 0
+    """Inputs of ``data.unlabeled`` left out because they are also validation or test inputs."""
 
     def missing_validation(self) -> list[str]:
         """Recipe sections that have no validation split (model selection needs one)."""
@@ -50,6 +53,8 @@ class Splits:
                   for role, ds in (("train", self.train), ("validation", self.validation), ("test", self.test))}
         if self.unlabeled is not None:
             counts["unlabeled"] = len(self.unlabeled)
+        if self.unlabeled_dropped:
+            counts["unlabeled_dropped"] = self.unlabeled_dropped
         return counts
 
 
@@ -384,7 +389,49 @@ def load_splits(spec: Any, task: Any, seed: int, where: str = "data") -> Splits:
         train = train.select(sorted(rng.permutation(len(train))[: spec.max_train_samples].tolist()))
     if len(train) == 0:
         raise HFTransferError(f"{where}.train has no rows left after budgets")
-    unlabeled = None
+    unlabeled, dropped = None, 0
     if getattr(spec, "unlabeled", None) is not None:
         unlabeled = task.read_inputs(spec.unlabeled, f"{where}.unlabeled", spec.format)
-    return Splits(train=train, validation=validation, test=raw.get("test"), labels=labels, unlabeled=unlabeled)
+        unlabeled, dropped = drop_evaluation_inputs(unlabeled, [validation, raw.get("test")],
+                                                    task.input_columns(), f"{where}.unlabeled")
+    return Splits(train=train, validation=validation, test=raw.get("test"), labels=labels, unlabeled=unlabeled,
+                  unlabeled_dropped=dropped)
+
+
+def drop_evaluation_inputs(unlabeled: "datasets.Dataset", evaluation: list["datasets.Dataset | None"],
+                           columns: list[str], where: str) -> tuple["datasets.Dataset", int]:
+    """The transfer set without the inputs that are also validation or test inputs: a student
+    that learned the teacher's outputs on them would be scored on inputs it was trained on
+    (public corpora overlap: a third of SST-2's test sentences are MR training sentences)."""
+    seen = {_input_key(row, columns) for ds in evaluation if ds is not None
+            for row in ds.select_columns([c for c in columns if c in ds.column_names])}
+    keep = [i for i, row in enumerate(unlabeled.select_columns(columns)) if _input_key(row, columns) not in seen]
+    dropped = len(unlabeled) - len(keep)
+    if dropped:
+        logger.info("%s: left out %d of %d inputs that are also validation or test inputs", where, dropped,
+                    len(unlabeled))
+    if not keep:
+        raise HFTransferError(f"{where}: every input is also a validation or test input; a transfer set "
+                              "must hold other inputs")
+    return (unlabeled.select(keep) if dropped else unlabeled), dropped
+
+
+def _input_key(row: dict[str, Any], columns: list[str]) -> str:
+    """What identifies an input: its text (stripped), or the content of its file or bytes."""
+    digest = hashlib.sha256()
+    for column in columns:
+        value = row.get(column)
+        if isinstance(value, dict):  # datasets.Image / Audio: bytes, or a path to read
+            data = value.get("bytes")
+            if data is None and value.get("path"):
+                try:
+                    data = Path(value["path"]).read_bytes()
+                except OSError:
+                    data = str(value["path"]).encode()
+            digest.update(data or b"")
+        elif isinstance(value, str):
+            digest.update(value.strip().encode())
+        else:
+            digest.update(json.dumps(value, sort_keys=True, default=str).encode())
+        digest.update(b"|")
+    return digest.hexdigest()

@@ -129,12 +129,16 @@ def test_token_distillation_aligns_the_teachers_words(tiny_model_dir, word_model
 
 def test_an_unlabelled_transfer_set(tiny_model_dir, toy_data, teacher_run, tmp_path):
     texts = tmp_path / "more.txt"
-    texts.write_text("\n".join(f"{w} film and {v} day" for w in POSITIVE for v in NEGATIVE) + "\n")
+    import csv
+
+    with open(toy_data / "test.csv", newline="") as f:  # test inputs never reach the student
+        seen = sorted({row["text"] for row in csv.DictReader(f)})[:3]
+    texts.write_text("\n".join([f"{w} film and {v} day" for w in POSITIVE for v in NEGATIVE] + seen) + "\n")
     recipe = student(tiny_model_dir, toy_data, teacher_run)
     recipe["data"]["unlabeled"] = str(texts)
     recipe["train"]["per_device_train_batch_size"] = 4  # some batches hold no label at all
     result = hftransfer.train(recipe, output_dir=tmp_path / "run")
-    assert result.metrics["data"]["unlabeled"] == 64
+    assert result.metrics["data"]["unlabeled"] == 64 and result.metrics["data"]["unlabeled_dropped"] == 3
     assert result.metrics["train"]["steps"] == 2 * (64 + 64) // 4
     # The student is a plain transformers model: pipeline() predicts what the kit predicts.
     texts = ["a superb warm story", "a grim cold day", "the film was fine"]
@@ -151,10 +155,10 @@ def test_image_teachers_run_on_every_augmented_batch(tiny_vit_dir, image_data, t
     recipe = image_recipe(tiny_vit_dir, image_data, "distill", strategy={"teacher": str(teacher)},
                           model={"name_or_path": str(tiny_vit_dir), "init": {"num_hidden_layers": 1}},
                           task={"augment": {"horizontal_flip": True}})
-    recipe["data"]["unlabeled"] = str(image_data / "validation")
+    recipe["data"]["unlabeled"] = str(image_data / "train")
     result = hftransfer.train(recipe, output_dir=tmp_path / "student")
     assert result.metrics["transfer"]["teacher_outputs"].startswith("computed on every batch")
-    assert result.metrics["data"]["unlabeled"] == 16
+    assert result.metrics["data"]["unlabeled"] == 32
     assert json.loads((tmp_path / "student" / "config.json").read_text())["num_hidden_layers"] == 1
 
 
@@ -163,9 +167,12 @@ def test_audio_distillation_with_unlabelled_clips(tiny_w2v_dir, audio_folders, t
     hftransfer.train(audio_recipe(tiny_w2v_dir, audio_folders, "full"), output_dir=teacher)
     recipe = audio_recipe(tiny_w2v_dir, audio_folders, "distill", strategy={"teacher": str(teacher)},
                           model={"name_or_path": str(tiny_w2v_dir), "init": {"num_hidden_layers": 1}})
-    recipe["data"]["unlabeled"] = str(audio_folders / "validation")
+    recipe["data"]["unlabeled"] = str(audio_folders / "validation")  # evaluation inputs: refused
+    with pytest.raises(hftransfer.HFTransferError, match="every input is also a validation or test input"):
+        hftransfer.train(recipe, output_dir=tmp_path / "student")
+    recipe["data"]["unlabeled"] = str(audio_folders / "train")
     result = hftransfer.train(recipe, output_dir=tmp_path / "student")
-    assert result.metrics["data"]["unlabeled"] == len(list((audio_folders / "validation").rglob("*.wav")))
+    assert result.metrics["data"]["unlabeled"] == len(list((audio_folders / "train").rglob("*.wav")))
     assert result.metrics["init"]["layers"] == [0]
 
 

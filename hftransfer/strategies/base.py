@@ -130,8 +130,7 @@ class Strategy:
     def transferred_model(self, spec: ModelSpec, labels: list[str]):
         """``model.init``: the target architecture, filled from the source's weights (or random,
         for a no-transfer twin); the transfer report is kept for the run directory."""
-        kwargs = {**self.task.model_kwargs(labels)}
-        chosen = transfer_plan(spec, **kwargs)
+        chosen = transfer_plan(spec, **self.task.model_kwargs(labels))
         chosen.config.update(self.config_overrides(chosen.config))
         model = self.task.auto_class.from_config(chosen.config, trust_remote_code=spec.trust_remote_code)
         if chosen.from_source:

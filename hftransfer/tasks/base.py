@@ -67,6 +67,11 @@ class Task:
         """The recipe's ``data:`` read, checked and split (``data.Splits``)."""
         return load_splits(spec, self, seed)
 
+    def input_columns(self) -> list[str]:
+        """The columns the model reads (every ``*_column`` option but the labels')."""
+        return [value for key, value in vars(self.options).items()
+                if key.endswith("_column") and key not in ("label_column", "tags_column") and value]
+
     def read_inputs(self, entry: str, where: str, declared_format: str | None) -> "datasets.Dataset":
         """Unlabelled inputs (``data.unlabeled``: a transfer set a teacher labels), checked as a
         split is but without labels."""
