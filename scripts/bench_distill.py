@@ -36,6 +36,7 @@ SST2 = REPO.parent / "shared" / "data" / "sst2"
 sys.path.insert(0, str(Path(__file__).parent))
 from _bench import update_section  # noqa: E402
 
+# The shipped recipe is the best of these (bottom, kd+mr); each row states its own layer map.
 INITS = {"random": ["model.init.weights=random"], "bottom": ["model.init.layers=bottom"],
          "uniform": ["model.init.layers=uniform"]}
 LOSSES = {"ce": ["strategy.alpha=0", "data.unlabeled=null"], "kd": ["data.unlabeled=null"], "kd+mr": []}
