@@ -20,8 +20,8 @@ from .. import weight_transfer
 from ..models import (
     load_config,
     load_pretrained,
+    network_config,
     public_name,
-    source_config,
     source_location,
     transfer_plan,
 )
@@ -156,8 +156,7 @@ class Strategy:
     def random_model(self, spec: ModelSpec, labels: list[str]):
         """The source architecture (or ``model.init``'s) with random weights (``model.config``, or
         ``scratch``)."""
-        kwargs = self.task.model_kwargs(labels)
-        config = transfer_plan(spec, **kwargs).config if spec.init is not None else source_config(spec, **kwargs)
+        config = network_config(spec, **self.task.model_kwargs(labels))
         config.update(self.config_overrides(config))
         model = self.task.auto_class.from_config(config, trust_remote_code=spec.trust_remote_code)
         self.new_params = {name for name, _ in model.named_parameters()}
