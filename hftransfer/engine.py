@@ -404,6 +404,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
 
 
 def _evaluate_task(run: LoadedRun, name: str | None, split: str, data: str | None) -> dict[str, Any]:
+    task, model, labels, encoded = _encoded_split(run, name, split, data)
+    with tempfile.TemporaryDirectory(prefix="hftransfer-eval-") as scratch:  # the Trainer wants one
+        trainer = _inference_trainer(run, task, model, labels, scratch)
+        return task_metrics(trainer.evaluate(length_sorted(encoded), metric_key_prefix="eval"), "eval")
+
+
+def _encoded_split(run: LoadedRun, name: str | None, split: str, data: str | None):
+    """(task, model, labels, the split as model inputs, in the data's order)."""
     task, model, labels = run_task(run, name)
     where = f"tasks.{name}.data" if name is not None else "data"
     spec = run.recipe.members[name].data if name is not None else run.recipe.data
@@ -416,18 +424,64 @@ def _evaluate_task(run: LoadedRun, name: str | None, split: str, data: str | Non
             raise HFTransferError(f"the run's recipe has no {split} split{f' for task {name}' if name else ''}; "
                                   "pass --data PATH")
     task.check_labels(ds, labels, data or f"{where}.{split}")
-    encoded = length_sorted(task.preprocess(ds, run.processor, labels))
-    with tempfile.TemporaryDirectory(prefix="hftransfer-eval-") as scratch:  # the Trainer wants one
-        args = TrainingArguments(output_dir=scratch, report_to="none",
-                                 per_device_eval_batch_size=64, disable_tqdm=True,
-                                 dataloader_pin_memory=torch.cuda.is_available(),
-                                 remove_unused_columns=task.training_defaults.get("remove_unused_columns", True))
-        trainer = Trainer(model=model, args=args, processing_class=run.processor,
-                          data_collator=task.collator(run.processor),
-                          compute_metrics=task.compute_metrics(labels))
-        for callback in (PrinterCallback, ProgressCallback):  # stdout carries only our JSON
-            trainer.remove_callback(callback)
-        return task_metrics(trainer.evaluate(encoded, metric_key_prefix="eval"), "eval")
+    return task, model, labels, task.preprocess(ds, run.processor, labels)
+
+
+def _inference_trainer(run: LoadedRun, task: Any, model: Any, labels: list[str], scratch: str) -> Trainer:
+    args = TrainingArguments(output_dir=scratch, report_to="none",
+                             per_device_eval_batch_size=64, disable_tqdm=True,
+                             dataloader_pin_memory=torch.cuda.is_available(),
+                             remove_unused_columns=task.training_defaults.get("remove_unused_columns", True))
+    trainer = Trainer(model=model, args=args, processing_class=run.processor,
+                      data_collator=task.collator(run.processor),
+                      compute_metrics=task.compute_metrics(labels))
+    for callback in (PrinterCallback, ProgressCallback):  # stdout carries only our JSON
+        trainer.remove_callback(callback)
+    return trainer
+
+
+@dataclass
+class SplitOutputs:
+    """A run's logits on one split, row by row in the data's order: one row per example, or for
+    token classification one per labelled word (sentence by sentence)."""
+
+    logits: Any
+    """float32 array [rows, labels]."""
+    labels: Any
+    """int array [rows]: the reference label of each row."""
+    words: Any = None
+    """Token tasks: how many rows (words) each sentence has."""
+
+
+def split_outputs(run: LoadedRun, split: str = "validation", data: str | None = None,
+                  task: str | None = None) -> SplitOutputs:
+    """The logits of a finished run on a split of its recipe (or a data file), in the data's
+    order: what calibration, ensembles and weight-space fusion fit and score on."""
+    import numpy as np
+
+    member, model, labels, encoded = _encoded_split(run, task, split, data)
+    order = np.argsort(encoded["length"], kind="stable") if "length" in encoded.column_names \
+        else np.arange(len(encoded))
+    with tempfile.TemporaryDirectory(prefix="hftransfer-eval-") as scratch:
+        trainer = _inference_trainer(run, member, model, labels, scratch)
+        trainer.compute_metrics = None
+        out = trainer.predict(encoded.select(order))
+    logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+    refs = np.asarray(out.label_ids)
+    restored_logits = [None] * len(order)
+    restored_refs = [None] * len(order)
+    for row, i in enumerate(order):
+        restored_logits[i], restored_refs[i] = logits[row], refs[row]
+    if member.features != "per-token":
+        return SplitOutputs(np.stack(restored_logits).astype(np.float32), np.asarray(restored_refs, dtype=np.int64))
+    rows, refs_out, words = [], [], []
+    for lg, ref in zip(restored_logits, restored_refs):
+        keep = ref != -100  # labelled words (first sub-token); padding is -100 too
+        rows.append(lg[keep])
+        refs_out.append(ref[keep])
+        words.append(int(keep.sum()))
+    return SplitOutputs(np.concatenate(rows).astype(np.float32), np.concatenate(refs_out).astype(np.int64),
+                        np.asarray(words))
 
 
 def task_metrics(result: dict[str, Any], prefix: str) -> dict[str, Any]:
