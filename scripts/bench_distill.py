@@ -9,8 +9,8 @@ SST-2, teacher = the shipped recipes/sst2-full.yaml run (runs/sst2-full, trained
 
 plus a width-192 student (6 layers, weight selection) and its random-init twin with 2,000
 SST-2 labels (CE only), and an image row: the digits ViT source (4 layers) -> 2-layer students.
-Every student's prediction speed is measured against its teacher in this process: the whole
-validation set, the same batches of 32 (length-sorted), the fastest of 3 passes.
+Every run's prediction speed is measured at the end, all in this process: the whole validation set,
+the same batches of 32 (length-sorted), the fastest of 5 passes, the passes of all models interleaved.
 
 Each run is its own `hftransfer train` process; results are kept in runs/bench-distill/results.json
 so runs can be made a few at a time (--only); the table is re-rendered from all results so far.
@@ -94,9 +94,8 @@ def inputs_of(run: Path) -> tuple[str, list]:
     return "image", [Image.open(p).convert("RGB") for p in sorted(folder.glob("*/*.png"))]
 
 
-def prediction_seconds(run: Path, batch_size: int = 32, passes: int = 3) -> float:
-    """The fastest of ``passes`` predictions of the whole validation set, batches of 32."""
-    import torch
+def prediction_batches(run: Path, batch_size: int = 32):
+    """A run's model and its whole validation set in batches of 32 (text: length-sorted)."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification, \
         AutoModelForSequenceClassification, AutoTokenizer
 
@@ -112,15 +111,31 @@ def prediction_seconds(run: Path, batch_size: int = 32, passes: int = 3) -> floa
         processor = AutoImageProcessor.from_pretrained(run)
         batches = [processor(inputs[i:i + batch_size], return_tensors="pt")
                    for i in range(0, len(inputs), batch_size)]
-    best = float("inf")
+    return model, batches
+
+
+def measure_speeds(results: dict, passes: int) -> None:
+    """Every run's prediction time: the fastest of ``passes`` passes over its validation set.
+
+    The passes are interleaved (a pass of every model, then the next round), so a slower moment of
+    the machine slows every model alike instead of whichever was measured then."""
+    import torch
+
+    runs = {name: prediction_batches(REPO / name[len("teacher:"):] if name.startswith("teacher:") else OUT / name)
+            for name in results}
+    best = dict.fromkeys(runs, float("inf"))
     with torch.inference_mode():
-        model(**batches[0])  # warm-up
+        for model, batches in runs.values():
+            model(**batches[0])  # warm-up
         for _ in range(passes):
-            start = time.perf_counter()
-            for batch in batches:
-                model(**batch)
-            best = min(best, time.perf_counter() - start)
-    return best
+            for name, (model, batches) in runs.items():
+                start = time.perf_counter()
+                for batch in batches:
+                    model(**batch)
+                best[name] = min(best[name], time.perf_counter() - start)
+    for name, seconds in best.items():
+        results[name]["predict_s"] = seconds
+        print(f"{name}: prediction {seconds:.2f} s", flush=True)
 
 
 def render(results: dict) -> str:
@@ -156,7 +171,7 @@ def render(results: dict) -> str:
         "without labels, less those that are also SST-2 validation or test sentences (the kit leaves "
         f"them out: {dropped} of them; MR and SST-2 share their source reviews). *retained* = student / teacher validation accuracy. Prediction speed: the whole "
         "validation set in batches of 32 (length-sorted, the same batches for teacher and student), "
-        "fastest of several passes (`--passes`), 2 CPU cores, measured again with `--speed` on a quiet machine. Digits: the 4-layer ViT of `recipes/digits-source.yaml` "
+        "fastest of 5 passes, the passes of all models interleaved so that a busier moment slows all alike, 2 CPU cores. Digits: the 4-layer ViT of `recipes/digits-source.yaml` "
         "teaches 2-layer students on the same digits 0–4 (the source recipe's settings, 30 epochs). "
         "Model selection used validation only; test was read once per run.")
 
@@ -165,17 +180,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(RUNS))
     parser.add_argument("--speed", action="store_true", help="only measure the prediction speeds again")
-    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=5)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     store = OUT / "results.json"
     results = json.loads(store.read_text()) if store.exists() else {}
-    if args.speed:
-        for name, r in results.items():
-            run = REPO / name[len("teacher:"):] if name.startswith("teacher:") else OUT / name
-            r["predict_s"] = prediction_seconds(run, passes=args.passes)
-            print(f"{name}: prediction {r['predict_s']:.2f} s", flush=True)
-        store.write_text(json.dumps(results, indent=2))
     names = [] if args.speed else [n.strip() for n in args.only.split(",") if n.strip()]
     for name in names:
         recipe, overrides, teacher = RUNS[name]
@@ -183,17 +192,17 @@ def main() -> None:
         if f"teacher:{teacher}" not in results:
             results[f"teacher:{teacher}"] = {
                 "metrics": json.loads((REPO / teacher / "metrics.json").read_text()),
-                "config": json.loads((REPO / teacher / "config.json").read_text()),
-                "predict_s": prediction_seconds(REPO / teacher, passes=args.passes)}
+                "config": json.loads((REPO / teacher / "config.json").read_text())}
         run_dir = OUT / name
         wall = train(recipe, overrides, run_dir)
         results[name] = {"teacher": teacher, "wall_s": wall,
                          "metrics": json.loads((run_dir / "metrics.json").read_text()),
-                         "config": json.loads((run_dir / "config.json").read_text()),
-                         "predict_s": prediction_seconds(run_dir, passes=args.passes)}
+                         "config": json.loads((run_dir / "config.json").read_text())}
         store.write_text(json.dumps(results, indent=2))
         m = results[name]["metrics"]
         print(f"{name}: validation {m['validation']['accuracy']:.4f}, {wall / 60:.1f} min", flush=True)
+    measure_speeds(results, args.passes)
+    store.write_text(json.dumps(results, indent=2))
     update_section("Distillation and cross-architecture students", "python scripts/bench_distill.py",
                    render(results))
 

@@ -7,9 +7,10 @@ refused where a trained run would be, and can be overwritten only with ``--overw
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .. import rundir
 from ..cards import write_cards

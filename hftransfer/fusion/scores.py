@@ -5,6 +5,8 @@ small convex (or one-dimensional) problems solved exactly enough by L-BFGS or a 
 """
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import torch
 
@@ -34,7 +36,7 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
     correct = probs.argmax(axis=-1) == labels
     edges = np.linspace(0.0, 1.0, bins + 1)
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in pairwise(edges):
         inside = (confidence > lo) & (confidence <= hi) if lo > 0 else (confidence >= lo) & (confidence <= hi)
         n = int(inside.sum())
         out.append({"lo": float(lo), "hi": float(hi), "count": n,
