@@ -11,20 +11,66 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import engine
 from .cards import write_cards
-from .engine import LoadedRun, RunResult, check, evaluate_run, load_run, predict, run_task, train
+from .engine import LoadedRun, RunResult, check, evaluate_run, load_run, run_task, train
+from .errors import HFTransferError
+from .fusion import ensemble as _ensemble
 from .hub import PushResult, push_run
 from .registry import all_strategies, all_tasks
 
-__all__ = ["train", "check", "evaluate", "predict", "load_run", "run_task", "push", "write_cards",
-           "strategies", "tasks", "RunResult", "LoadedRun", "PushResult"]
+__all__ = [
+    "LoadedRun",
+    "PushResult",
+    "RunResult",
+    "check",
+    "ensemble",
+    "evaluate",
+    "is_ensemble",
+    "load_ensemble",
+    "load_run",
+    "predict",
+    "push",
+    "run_task",
+    "strategies",
+    "tasks",
+    "train",
+    "write_cards",
+]
+
+is_ensemble = _ensemble.is_ensemble
+load_ensemble = _ensemble.load
 
 
 def evaluate(run_dir: str | Path, split: str = "test", data: str | None = None,
              task: str | None = None) -> dict[str, Any]:
-    """Metrics of a finished run on a split of its recipe or on a data file (``task``: one task
-    of a multi-task run)."""
+    """Metrics of a finished run (or ensemble) on a split of its recipe or on a data file
+    (``task``: one task of a multi-task run)."""
+    if is_ensemble(run_dir):
+        _no_task(run_dir, task)
+        return _ensemble.evaluate(run_dir, split=split, data=data)
     return evaluate_run(run_dir, split=split, data=data, task=task)
+
+
+def predict(run_dir: str | Path, inputs: list[Any] | str, task: str | None = None) -> list[Any]:
+    """The prediction for each input, in order (``{"label", "score"}`` for classification);
+    ``task`` picks the head of a multi-task run. A single string is one input."""
+    if is_ensemble(run_dir):
+        _no_task(run_dir, task)
+        return _ensemble.predict(run_dir, [inputs] if isinstance(inputs, (str, tuple)) else list(inputs))
+    return engine.predict(run_dir, inputs, task=task)
+
+
+def ensemble(runs: list[str | Path], output_dir: str | Path, combine: str = "probs",
+             overwrite: bool = False) -> dict[str, Any]:
+    """Fit an ensemble of finished runs (same label set) on validation NLL and write its run
+    directory; returns its metrics (see :mod:`hftransfer.fusion.ensemble`)."""
+    return _ensemble.build(runs, output_dir, how=combine, overwrite=overwrite)
+
+
+def _no_task(run_dir: str | Path, task: str | None) -> None:
+    if task is not None:
+        raise HFTransferError(f"--task: {str(run_dir)!r} is an ensemble of single-task runs; leave --task out")
 
 
 def push(run_dir: str | Path, repo_id: str, **kwargs: Any) -> PushResult:

@@ -12,7 +12,7 @@ from typing import Any
 from .errors import HFTransferError
 from .recipe import is_main_process
 from .registry import load
-from .rundir import disk_error, require_kit_run, task_model_dir
+from .rundir import ENSEMBLE, disk_error, require_kit_run, task_model_dir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,9 +68,18 @@ def _predict(args: argparse.Namespace) -> int:
     if not inputs:
         raise HFTransferError("predict: give inputs (texts, or image/audio file paths) as arguments "
                               "or --file PATH (one per line, - for stdin)")
-    task_model_dir(Path(args.run_dir), args.task)  # a wrong --task fails before any model loads
-    run = api.load_run(args.run_dir)
-    task, model, _ = api.run_task(run, args.task)
+    if api.is_ensemble(args.run_dir):
+        if args.task:
+            raise HFTransferError(f"--task: {args.run_dir!r} is an ensemble of single-task runs; leave --task out")
+        ensemble = api.load_ensemble(args.run_dir)
+        task, model, predict = ensemble.runs[0].task, None, ensemble.predict
+    else:
+        task_model_dir(Path(args.run_dir), args.task)  # a wrong --task fails before any model loads
+        run = api.load_run(args.run_dir)
+        task, model, _ = api.run_task(run, args.task)
+
+        def predict(inputs: list[Any]) -> list[Any]:
+            return task.predict(model, run.processor, inputs)
     if getattr(task.options, "text_pair_column", None):
         pairs = []
         for line in inputs:
@@ -80,13 +89,22 @@ def _predict(args: argparse.Namespace) -> int:
                 )
             pairs.append(tuple(line.split("\t", 1)))
         inputs = pairs
-    results = task.predict(model, run.processor, inputs)
+    results = predict(inputs)
     if args.json:
         print(json.dumps(results, ensure_ascii=False))
     else:
         for text, result in zip(inputs, results):
             shown = text if isinstance(text, str) else " ||| ".join(text)
             print(task.format_prediction(shown, result))
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    metrics = _api().ensemble(args.runs, args.output_dir, combine=args.combine, overwrite=args.overwrite)
+    print(f"ensemble saved to {args.output_dir}")
+    print(json.dumps({"members": [{k: m[k] for k in ("run", "temperature", "weight")}
+                                  for m in metrics["ensemble"]["members"]],
+                      **{s: metrics[s] for s in ("validation", "test") if s in metrics}}, indent=2))
     return 0
 
 
@@ -116,6 +134,9 @@ def _card(args: argparse.Namespace) -> int:
     # Rendered from the run's files alone (recipe, metrics, recorded training arguments), and
     # written only into a run the kit made.
     require_kit_run(Path(args.run_dir))
+    if (Path(args.run_dir) / ENSEMBLE).is_file():
+        raise HFTransferError(f"{args.run_dir!r} is an ensemble; its card is written when it is built "
+                              "(build it again to refresh it)")
     for path in _api().write_cards(Path(args.run_dir)):
         print(path)
     return 0
@@ -202,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copy what would be uploaded into DIR (new or empty) and upload nothing")
     p.add_argument("--task", help="multi-task runs: the task whose model (tasks/TASK) to upload")
     p.set_defaults(func=_push)
+
+    p = sub.add_parser("ensemble", help="combine finished runs of one label set into an ensemble",
+                       description="Fit an ensemble of finished runs on their validation split: a "
+                       "temperature per member, then member weights, on validation NLL. Members may "
+                       "differ in architecture and processor. The ensemble run directory refers to "
+                       "its members (evaluate and predict take it).")
+    p.add_argument("runs", nargs="+", help="finished run directories (two or more, same labels and data)")
+    p.add_argument("--output-dir", required=True, help="the ensemble's run directory (new)")
+    p.add_argument("--combine", default="probs", choices=["probs", "logits"],
+                   help="average calibrated probabilities (default) or add calibrated logits")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.set_defaults(func=_ensemble)
 
     p = sub.add_parser("ls", help="list strategies, tasks and shipped recipes")
     p.set_defaults(func=_ls)

@@ -28,7 +28,7 @@ from .cards import card_of, write_merged_card
 from .engine import load_run
 from .errors import HFTransferError
 from .models import PROCESSOR_FILES, is_hub_id
-from .rundir import check_no_secrets, disk_error, read_metrics, task_model_dir
+from .rundir import ENSEMBLE, check_no_secrets, disk_error, read_metrics, task_model_dir
 
 # What a run publishes: top-level files of the run directory matching these names. An allow-list,
 # so that anything else a run (or a user) leaves in the directory stays private.
@@ -257,6 +257,10 @@ def push_run(
     check_repo_id(repo_id)
     run_dir = Path(run_dir)
     model_dir = task_model_dir(run_dir, task)
+    if (run_dir / ENSEMBLE).is_file():
+        raise HFTransferError(
+            f"{str(run_dir)!r} is an ensemble: it refers to its member runs and is no model of its "
+            "own; push the members (each is a model)")
     check_own_files(run_dir, model_dir)
     adapter = check_run(model_dir)
     if merge_adapter and model_dir != run_dir:

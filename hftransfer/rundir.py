@@ -46,6 +46,8 @@ TRAINING_ARGS = "logs/training_args.json"
 WEIGHT_TRANSFER = "weight_transfer.json"
 """``model.init``: how each tensor of the network was filled from the source (copied, selected,
 grown or new) and from which source tensor."""
+ENSEMBLE = "ensemble.json"
+"""An ensemble run's members and how they combine (it holds no model of its own)."""
 
 TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 """A task of a multi-task run: a folder (RUN/tasks/NAME) and a metric key (validation.NAME.f1)."""
@@ -396,6 +398,11 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file the kit wrote (strict: no NaN or Infinity); None when missing or broken."""
+    return _strict_json(path)
 
 
 def _strict_json(path: Path) -> Any:

@@ -61,11 +61,15 @@ def derived_run(output_dir: str | Path, overwrite: bool, kind: str) -> Iterator[
         held.release()
 
 
-def finish_derived(held: rundir.Stage, run_dir: str | Path, metrics: dict[str, Any], overwrite: bool) -> Path:
-    """Write the derived run's card and metrics.json (last: with recipe.yaml it marks a finished
-    run) and rename it into place."""
+def finish_derived(held: rundir.Stage, run_dir: str | Path, metrics: dict[str, Any], overwrite: bool,
+                   card: str | None = None) -> Path:
+    """Write the derived run's card (rendered from its files, or ``card``) and metrics.json
+    (last: with recipe.yaml it marks a finished run) and rename it into place."""
     metrics = rundir.as_json(metrics)
-    write_cards(held.path, metrics=metrics)
+    if card is None:
+        write_cards(held.path, metrics=metrics)
+    else:
+        rundir.write_text(held.path / "README.md", card)
     rundir.write_json(held.path / rundir.METRICS, metrics)
     held.finish(Path(run_dir), overwrite)
     return Path(run_dir)

@@ -386,13 +386,13 @@ class AudioClassification(ClassificationTask):
         return AudioCollator(processor)
 
     # --- inference --------------------------------------------------------------------------
-    def predict(self, model, processor, inputs, batch_size=32):
-        """Inputs are audio file paths (or ``{"array", "sampling_rate"}`` dicts). Returns
-        ``[{"label": name, "score": p}]`` in input order."""
+    def logits(self, model, processor, inputs, batch_size=32):
+        """Inputs are audio file paths (or ``{"array", "sampling_rate"}`` dicts). Returns the
+        logits [inputs, labels] in input order."""
         import torch
 
         if not inputs:
-            return []
+            return torch.zeros(0, model.config.num_labels)
         rate = processor.sampling_rate
         signals = []
         for i, item in enumerate(inputs):
@@ -432,14 +432,14 @@ class AudioClassification(ClassificationTask):
                 batches.append([i])
         device = next(model.parameters()).device
         model.eval()
-        results: list[dict | None] = [None] * len(signals)
+        rows: list[Any] = [None] * len(signals)
         for idx in batches:
             batch = collate([features[i] for i in idx])
             with torch.no_grad():
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            for i, result in zip(idx, self.top_label(model, logits)):
-                results[i] = result
-        return results  # type: ignore[return-value]
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            for i, row in zip(idx, logits):
+                rows[i] = row
+        return torch.stack(rows)
 
 
 def default_feature_extractor(config: Any):

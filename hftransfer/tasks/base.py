@@ -302,6 +302,14 @@ class ClassificationTask(Task):
 
         return compute
 
+    def logits(self, model: Any, processor: Any, inputs: list[Any], batch_size: int = 32) -> Any:
+        """The model's logits for raw inputs: a float tensor [inputs, labels], in input order."""
+        raise NotImplementedError
+
+    def predict(self, model, processor, inputs, batch_size=32):
+        """``[{"label": name, "score": p}]`` per input, in input order."""
+        return self.top_label(model, self.logits(model, processor, inputs, batch_size))
+
     @staticmethod
     def top_label(model, logits) -> list[dict[str, Any]]:
         """``[{"label": name, "score": p}]`` for a batch of logits."""

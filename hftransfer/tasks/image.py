@@ -280,8 +280,8 @@ class ImageClassification(ClassificationTask):
     def collator(self, processor):
         return collate_images
 
-    def predict(self, model, processor, inputs, batch_size=32):
-        """Inputs are image file paths. Returns ``[{"label": name, "score": p}]`` in input order."""
+    def logits(self, model, processor, inputs, batch_size=32):
+        """Inputs are image file paths. Returns the logits [inputs, labels] in input order."""
         import torch
 
         images = []
@@ -292,13 +292,12 @@ class ImageClassification(ClassificationTask):
             images.append(self.decode(str(path), "predict"))
         param = next(model.parameters())
         model.eval()
-        results: list[dict] = []
+        rows = []
         for start in range(0, len(images), batch_size):
             enc = processor(images=images[start:start + batch_size], return_tensors="pt")
             with torch.no_grad():
-                logits = model(pixel_values=enc["pixel_values"].to(param.device, param.dtype)).logits
-            results += self.top_label(model, logits)
-        return results
+                rows.append(model(pixel_values=enc["pixel_values"].to(param.device, param.dtype)).logits.float().cpu())
+        return torch.cat(rows) if rows else torch.zeros(0, model.config.num_labels)
 
 
 def collate_images(features: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..data import read_files, read_text
 from ..errors import HFTransferError
@@ -120,15 +121,15 @@ class TextClassification(ClassificationTask):
 
         return DataCollatorWithPadding(processor)
 
-    def predict(self, model, processor, inputs, batch_size=32):
-        """Inputs are strings, or (text, pair) tuples for pair tasks. Returns
-        ``[{"label": name, "score": p}]`` in input order."""
+    def logits(self, model, processor, inputs, batch_size=32):
+        """Inputs are strings, or (text, pair) tuples for pair tasks. Returns the logits
+        [inputs, labels] in input order."""
         import torch
 
         device = next(model.parameters()).device
         model.eval()
         order = sorted(range(len(inputs)), key=lambda i: len(str(inputs[i])))  # less padding
-        results: list[dict | None] = [None] * len(inputs)
+        rows: list[Any] = [None] * len(inputs)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             batch = [inputs[i] for i in idx]
@@ -139,7 +140,7 @@ class TextClassification(ClassificationTask):
             enc = self._encode(processor, texts, pairs)
             enc = processor.pad(enc, return_tensors="pt")
             with torch.no_grad():
-                logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
-            for i, result in zip(idx, self.top_label(model, logits)):
-                results[i] = result
-        return results  # type: ignore[return-value]
+                logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
+            for i, row in zip(idx, logits):
+                rows[i] = row
+        return torch.stack(rows) if rows else torch.zeros(0, model.config.num_labels)
