@@ -16,13 +16,17 @@ from .cards import write_cards
 from .engine import LoadedRun, RunResult, check, evaluate_run, load_run, run_task, train
 from .errors import HFTransferError
 from .fusion import ensemble as _ensemble
+from .fusion.calibrate import CalibrationResult
+from .fusion.calibrate import calibrate as calibrate_run
 from .hub import PushResult, push_run
 from .registry import all_strategies, all_tasks
 
 __all__ = [
+    "CalibrationResult",
     "LoadedRun",
     "PushResult",
     "RunResult",
+    "calibrate",
     "check",
     "ensemble",
     "evaluate",
@@ -76,6 +80,16 @@ def _no_task(run_dir: str | Path, task: str | None) -> None:
 def push(run_dir: str | Path, repo_id: str, **kwargs: Any) -> PushResult:
     """Upload the publishable part of a finished run (see :func:`hftransfer.hub.push_run`)."""
     return push_run(run_dir, repo_id, **kwargs)
+
+
+def calibrate(run_dir: str | Path, output_dir: str | Path, overwrite: bool = False) -> CalibrationResult:
+    """Fit a temperature on a finished run's validation split and fold it into the classifier's
+    final layer; the calibrated model is a new run in ``output_dir`` (the input is never modified).
+
+        result = hftransfer.calibrate("runs/sst2-lora", "runs/sst2-lora-calibrated")
+        print(result.temperature, result.metrics["calibration"]["validation"])
+    """
+    return calibrate_run(run_dir, output_dir, overwrite=overwrite)
 
 
 def strategies() -> dict[str, type]:

@@ -221,6 +221,7 @@ def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | N
         transfer=[(k, _fmt_setting(v)) for k, v in transfer.items() if not isinstance(v, (dict, list))]
         + _init_rows(metrics.get("init")),
         metric_names=metric_names, result_rows=result_rows, has_baseline=bool(baseline_splits),
+        calibration=_calibration(metrics.get("calibration")),
         hyperparameters=_hyperparameters(run),
         runtime=train.get("runtime_s", "?"), samples_per_second=train.get("samples_per_second", "?"),
         peak_rss=train.get("peak_rss_mb", "?"), world_size=train.get("world_size", 1),
@@ -245,6 +246,24 @@ def _init_rows(init: Any) -> list[tuple[str, str]]:
     rows.append(("tensors filled from the source", ", ".join(f"{n} {how}" for how, n in tensors.items())
                  + f" (per tensor: `{rundir.WEIGHT_TRANSFER}`)"))
     return rows
+
+
+def _calibration(section: Any) -> dict[str, Any] | None:
+    """``hftransfer calibrate``: the temperature, the layer it went into, and accuracy / NLL / ECE
+    before and after, per split."""
+    if not isinstance(section, dict) or section.get("temperature") is None:
+        return None
+    temperature = f"{float(section['temperature']):.4f}"
+    rows = []
+    for split in ("validation", "test"):
+        scores = section.get(split)
+        if not isinstance(scores, dict):
+            continue
+        for when, t in (("before", "1"), ("after", temperature)):
+            values = scores.get(when) or {}
+            rows.append((split, when, t, *(_fmt(values.get(k)) for k in ("accuracy", "nll", "ece"))))
+    return {"temperature": temperature, "layer": str(section.get("layer", "")),
+            "bins": section.get("bins", 15), "rows": rows}
 
 
 def _license(metrics: dict[str, Any]) -> dict[str, str]:

@@ -24,6 +24,9 @@ NOT_COPIED = {rundir.MARKER, rundir.LOCK, rundir.METRICS, "README.md", rundir.CH
 
 def load_single_task_run(path: str | Path, what: str) -> LoadedRun:
     """A finished single-task run (``what`` names the argument in errors)."""
+    if (Path(path) / rundir.ENSEMBLE).is_file():
+        raise HFTransferError(f"{what}: {str(path)!r} is an ensemble, not a model; {what} takes the runs "
+                              "of single models")
     run = load_run(path)
     if run.recipe.is_multitask:
         raise HFTransferError(f"{what} {str(path)!r} is a multi-task run; {what} takes single-task runs")
