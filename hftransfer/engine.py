@@ -95,7 +95,7 @@ def prepare(recipe: Recipe, checkpoints: Path) -> Setup:
     task = task_for(recipe)
     strategy_cls = get_strategy(recipe.strategy_name)
     strategy = strategy_cls(recipe.strategy_options, task)
-    values = training_values(recipe.train, task.training_defaults, strategy_cls.defaults)
+    values = training_values(recipe.train, task.training_defaults, strategy.defaults)
     args = make_training_arguments(values, str(checkpoints))
     data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
     config = network_config(recipe.model)

@@ -35,7 +35,9 @@ from .rundir import ENSEMBLE, check_no_secrets, disk_error, read_metrics, task_m
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors",
                "model.safetensors.index.json", "model-*-of-*.safetensors",
                "adapter_config.json", "adapter_model.safetensors")
-KIT_FILES = ("README.md", "recipe.yaml", "metrics.json", "reliability.png")  # the diagram: calibrated runs
+KIT_FILES = ("README.md", "recipe.yaml", "metrics.json",
+             "reliability.png",  # calibrated runs
+             "fusion.json", "fusion.safetensors")  # fusion runs: the fusion layer and how to combine
 PUBLISHABLE = MODEL_FILES + PROCESSOR_FILES + KIT_FILES
 # Never uploaded, whatever the allow-list says: pickle can run code when loaded.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

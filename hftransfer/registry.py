@@ -36,6 +36,7 @@ BUILTIN_STRATEGIES = {
     "lora": "hftransfer.strategies.peft",
     "multitask": "hftransfer.strategies.multitask",
     "distill": "hftransfer.strategies.distill",
+    "fusion": "hftransfer.strategies.fusion",
 }
 
 

@@ -16,24 +16,20 @@ each batch, on the student's inputs.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from .. import cache
 from ..errors import HFTransferError
 from ..models import load_config, public_name, source_location
 from ..recipe import ModelSpec
 from ..registry import register_strategy
+from . import frozen
 from .base import ExtraModel, label_names
-from .features import _inputs_digest, fingerprint
 from .finetune import FullFineTune
 
 logger = logging.getLogger("hftransfer")
@@ -196,9 +192,7 @@ class Distill(FullFineTune):
         teacher_task = type(self.task)(self.task.options)
         theirs = teacher_task.load_processor(source_location(self.teacher_spec), self.teacher_spec,
                                              self.teacher_config)
-        same = (theirs.get_vocab() == processor.get_vocab()) if hasattr(processor, "get_vocab") else (
-            _settings(theirs) == _settings(processor))
-        if not same:
+        if not frozen.same_inputs(theirs, processor):
             raise HFTransferError(
                 f"the teacher runs on the student's own inputs ({self.online}), so it must process inputs "
                 f"as the student does, but the processor of {self.options.teacher!r} differs from the "
@@ -212,42 +206,9 @@ class Distill(FullFineTune):
     def _outputs(self, teacher, teacher_task, inputs, processor, split: str) -> list[Any]:
         """The teacher's logits for every row of ``inputs`` (per labelled word for token tasks),
         from the cache or computed (and cached)."""
-        path = None
-        if self.options.cache:
-            key = hashlib.sha256(
-                f"v1|{self.task.name}|{fingerprint(teacher)}|{_inputs_digest(inputs, self.per_word)}".encode()
-            ).hexdigest()[:32]
-            path = cache.entry(cache.TEACHER, f"{key}.safetensors")
-            tensors = _read(path)
-            if tensors is not None and len(tensors["counts"]) == len(inputs):
-                logger.info("distill: teacher outputs for %s from the cache (%s)", split, path.name)
-                return _split_rows(tensors, self.per_word)
-        logger.info("distill: computing the teacher's outputs for %d %s examples", len(inputs), split)
-        tensors = self._compute(teacher, inputs, teacher_task.collator(processor))
-        if path is not None:
-            tmp = cache.staging_name(path)
-            save_file(tensors, str(tmp))
-            os.replace(tmp, path)  # readers never see a half-written file
-        return _split_rows(tensors, self.per_word)
-
-    @torch.no_grad()
-    def _compute(self, teacher, inputs, collator) -> dict[str, torch.Tensor]:
-        device = _device()
-        teacher.to(device)
-        columns = [c for c in inputs.column_names if c != "length"]
-        order = np.argsort([len(ids) for ids in inputs["input_ids"]], kind="stable") \
-            if "input_ids" in columns else np.arange(len(inputs))
-        rows: list[torch.Tensor | None] = [None] * len(inputs)
-        for start in range(0, len(order), TEACHER_BATCH):
-            idx = [int(i) for i in order[start:start + TEACHER_BATCH]]
-            part = inputs.select_columns(columns)[idx]
-            batch = collator([dict(zip(part, values)) for values in zip(*part.values())])
-            labels = batch.pop("labels", None)
-            logits = teacher(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
-            for j, i in enumerate(idx):
-                rows[i] = logits[j][labels[j] != -100] if self.per_word else logits[j]
-        counts = torch.tensor([len(r) if self.per_word else 1 for r in rows])
-        return {"logits": torch.cat([r.reshape(-1, r.shape[-1]) for r in rows]).contiguous(), "counts": counts}
+        return frozen.outputs(teacher, inputs, teacher_task.collator(processor),
+                              what=f"distill: the teacher's outputs for {split}", per_word=self.per_word,
+                              use_cache=self.options.cache, key=self.task.name)
 
     # --- the loss -------------------------------------------------------------------------------
     def training_loss(self, model, inputs, outputs, task_loss):
@@ -362,28 +323,6 @@ def _words(student: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor,
     return torch.cat(rows_s), torch.cat(rows_t)
 
 
-def _split_rows(tensors: dict[str, torch.Tensor], per_word: bool) -> list[Any]:
-    logits, counts = tensors["logits"], tensors["counts"].tolist()
-    if not per_word:
-        return logits.tolist()
-    out, start = [], 0
-    for n in counts:
-        out.append(logits[start:start + n].tolist())
-        start += n
-    return out
-
-
-def _read(path) -> dict[str, torch.Tensor] | None:
-    """A cache entry, or None when it is missing or does not read back whole."""
-    if not path.exists():
-        return None
-    try:
-        tensors = load_file(str(path))
-    except Exception:  # safetensors raises its own type for a damaged file: compute again
-        return None
-    return tensors if {"logits", "counts"} <= set(tensors) else None
-
-
 def _concatenate(train_ds, extra):
     import datasets
 
@@ -392,14 +331,3 @@ def _concatenate(train_ds, extra):
         return datasets.concatenate_datasets([train_ds, extra.select_columns(train_ds.column_names)])
     except ValueError as exc:
         raise HFTransferError(f"data.unlabeled cannot join the training set ({exc})") from None
-
-
-def _settings(processor) -> dict[str, Any]:
-    settings = processor.to_dict() if hasattr(processor, "to_dict") else {}
-    return {k: v for k, v in settings.items() if k not in ("processor_class", "_processor_class")}
-
-
-def _device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0))
-    return torch.device("cpu")
