@@ -16,6 +16,7 @@ from .cards import write_cards
 from .engine import LoadedRun, RunResult, check, evaluate_run, load_run, run_task, train
 from .errors import HFTransferError
 from .fusion import ensemble as _ensemble
+from .fusion import weights
 from .fusion.calibrate import CalibrationResult
 from .fusion.calibrate import calibrate as calibrate_run
 from .hub import PushResult, push_run
@@ -29,6 +30,7 @@ __all__ = [
     "calibrate",
     "check",
     "ensemble",
+    "interpolate",
     "evaluate",
     "is_ensemble",
     "load_ensemble",
@@ -36,6 +38,7 @@ __all__ = [
     "predict",
     "push",
     "run_task",
+    "soup",
     "strategies",
     "tasks",
     "train",
@@ -90,6 +93,30 @@ def calibrate(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
         print(result.temperature, result.metrics["calibration"]["validation"])
     """
     return calibrate_run(run_dir, output_dir, overwrite=overwrite)
+
+
+def interpolate(run_dir: str | Path, start: str | Path | None = None, *, output_dir: str | Path,
+                alphas: str | list[float] | None = None, alpha: float | None = None,
+                overwrite: bool = False) -> RunResult:
+    """WiSE-FT: a fine-tuned run interpolated in weight space with ``start`` (a linear probe of
+    the same source, the α = 0 end), α chosen on validation from ``alphas`` (default 0, 0.1, ...,
+    1) or fixed by ``alpha``; saved as a plain model in ``output_dir``
+    (see :func:`hftransfer.fusion.weights.interpolate`).
+
+    >>> hftransfer.interpolate("runs/full", start="runs/probe", output_dir="runs/wise")
+    """
+    return weights.interpolate(run_dir, start, output_dir=output_dir, alphas=alphas, alpha=alpha,
+                               overwrite=overwrite)
+
+
+def soup(run_dirs: list[str | Path], *, output_dir: str | Path, kind: str = "greedy",
+         overwrite: bool = False) -> RunResult:
+    """A model soup (weight average) of runs fine-tuned from one source: ``greedy`` (default) or
+    ``uniform``; saved as a plain model in ``output_dir`` (see :func:`hftransfer.fusion.weights.soup`).
+
+    >>> hftransfer.soup(["runs/s0", "runs/s1", "runs/s2"], output_dir="runs/soup")
+    """
+    return weights.soup(run_dirs, output_dir=output_dir, kind=kind, overwrite=overwrite)
 
 
 def strategies() -> dict[str, type]:

@@ -168,7 +168,9 @@ def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | N
         library_name="peft" if adapter else "transformers",
         pipeline_tag=task_cls.pipeline_tag,
         tags=["hftransfer", f"strategy-{recipe.strategy_name}", recipe.task_type]
-        + (["merged-adapter"] if merged else []),
+        + (["merged-adapter"] if merged else [])
+        + (["wise-ft"] if isinstance(metrics.get("interpolation"), dict) else [])
+        + (["model-soup"] if isinstance(metrics.get("soup"), dict) else []),
         datasets=[dataset] if dataset else None,
         model_name=model_name,
         eval_results=results or None,
@@ -219,7 +221,7 @@ def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | N
         budget=", ".join(budget) or "all training examples",
         labels=", ".join(f"`{label}`" for label in metrics.get("labels", [])),
         transfer=[(k, _fmt_setting(v)) for k, v in transfer.items() if not isinstance(v, (dict, list))]
-        + _init_rows(metrics.get("init")),
+        + _init_rows(metrics.get("init")) + _fusion_rows(metrics),
         metric_names=metric_names, result_rows=result_rows, has_baseline=bool(baseline_splits),
         calibration=_calibration(metrics.get("calibration")),
         hyperparameters=_hyperparameters(run),
@@ -264,6 +266,53 @@ def _calibration(section: Any) -> dict[str, Any] | None:
             rows.append((split, when, t, *(_fmt(values.get(k)) for k in ("accuracy", "nll", "ece"))))
     return {"temperature": temperature, "layer": str(section.get("layer", "")),
             "bins": section.get("bins", 15), "rows": rows}
+
+
+def _fusion_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """A model made from finished runs' weights (``interpolate``, ``soup``): what it is and how
+    the recipe below relates to it."""
+    wise, soup = metrics.get("interpolation"), metrics.get("soup")
+    if isinstance(wise, dict):
+        start = f"`{wise['start']}` ({wise.get('start_strategy')})" if wise.get("start") \
+            else "the adapter run's base model with its head (adapter scale 0)"
+        sweep = ", ".join(f"{_fmt_setting(row['alpha'])}: {_fmt(row['validation'].get('accuracy'))}"
+                          for row in wise.get("alphas", []))
+        return [
+            ("weight-space fusion", f"WiSE-FT interpolation (1 − α)·start + α·fine-tuned, α = "
+                                    f"{_fmt_setting(wise.get('chosen_alpha'))} chosen on validation accuracy"
+             + (" (the adapter merged into the base first)" if wise.get("adapter_merged") else "")),
+            ("α = 0 (start)", start),
+            ("α = 1 (fine-tuned)", f"`{wise.get('end')}` ({wise.get('end_strategy')})"),
+            ("validation accuracy by α", sweep),
+            ("reproduce", (f"train the recipe below{_as_trained(wise.get('end_recipe_strategy'))} "
+                           "(the fine-tuned end), then `hftransfer interpolate`")),
+        ]
+    if isinstance(soup, dict):
+        used = soup.get("used") or []
+        members = soup.get("members") or []
+        return [
+            ("weight-space fusion", f"{soup.get('kind')} model soup: the average of {len(used)} of "
+                                    f"{len(members)} runs fine-tuned from the same source"
+             + (" (adapter runs among them merged into their base first)" if soup.get("adapters_merged") else "")),
+            ("soup ingredients", ", ".join(f"`{run}`" for run in used)),
+            ("validation accuracy (uniform / greedy soup)",
+             f"{_fmt(_soup_accuracy(soup, 'uniform'))} / {_fmt(_soup_accuracy(soup, 'greedy'))}"),
+            ("reproduce", (f"train the recipe below{_as_trained(soup.get('recipe_strategy'))} "
+                           "(the best ingredient) and the others, then `hftransfer soup`")),
+        ]
+    return []
+
+
+def _soup_accuracy(soup: dict[str, Any], kind: str) -> Any:
+    return ((soup.get(kind) or {}).get("validation") or {}).get("accuracy")
+
+
+def _as_trained(strategy: Any) -> str:
+    """An adapter run's recipe is saved with strategy full (the merged model is a plain one):
+    how to train the run it came from."""
+    if not isinstance(strategy, dict) or strategy.get("name", "full") == "full":
+        return ""
+    return f" with `strategy: {_inline(strategy)}`"
 
 
 def _license(metrics: dict[str, Any]) -> dict[str, str]:

@@ -172,6 +172,40 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fused(result: Any) -> int:
+    """What a weight-space fusion chose, then the saved model's metrics as JSON."""
+    metrics = result.metrics
+    wise, soup = metrics.get("interpolation"), metrics.get("soup")
+    print(f"run saved to {result.run_dir}")
+    if wise:
+        print("alpha  validation accuracy  nll")
+        for row in wise["alphas"]:
+            mark = "  <- chosen" if row["alpha"] == wise["chosen_alpha"] else ""
+            print(f"{row['alpha']:5.2f}  {row['validation']['accuracy']:19.4f}  {row['validation']['nll']:.4f}{mark}")
+    if soup:
+        print("validation accuracy of each run:")
+        for row in soup["members"]:
+            print(f"  {row['validation_accuracy']:.4f}  {row['run']}")
+        for kind in ("uniform", "greedy"):
+            entry = soup[kind]
+            print(f"{kind} soup ({len(entry['used'])} runs): validation accuracy "
+                  f"{entry['validation']['accuracy']:.4f}{'  <- saved' if kind == soup['kind'] else ''}")
+    print(json.dumps({s: metrics[s] for s in ("validation", "test") if s in metrics}, indent=2))
+    return 0
+
+
+def _interpolate(args: argparse.Namespace) -> int:
+    # The α arguments are checked (as text) before any model loads.
+    result = _api().interpolate(args.run_dir, args.start, output_dir=args.output_dir, alphas=args.alphas,
+                                alpha=args.alpha, overwrite=args.overwrite)
+    return _fused(result)
+
+
+def _soup(args: argparse.Namespace) -> int:
+    result = _api().soup(args.run_dirs, output_dir=args.output_dir, kind=args.kind, overwrite=args.overwrite)
+    return _fused(result)
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -256,6 +290,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, help="the new, calibrated run directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.set_defaults(func=_calibrate)
+
+    p = sub.add_parser(
+        "interpolate", help="WiSE-FT: a fine-tuned run interpolated with its linear probe, α chosen on validation",
+        description="Interpolate in weight space between START (α = 0: a linear probe of the same source, "
+        "e.g. a feature-extraction run with strategy.pooling=cls) and the fine-tuned RUN_DIR (α = 1): "
+        "θ = (1 − α)·θ_start + α·θ_run. Every α of the grid is scored on validation; the most accurate "
+        "(ties: the larger α) is saved as a plain transformers model in a new run directory. An adapter "
+        "run is merged into its base first; without --start its α = 0 end is the base with the run's "
+        "head, so α scales the adapter.")
+    p.add_argument("run_dir", help="the fine-tuned run (α = 1)")
+    p.add_argument("--start", metavar="START_RUN",
+                   help="the α = 0 run: a linear probe of the same source and labels (optional for adapter runs)")
+    p.add_argument("--output-dir", required=True, help="the new run directory")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--alphas", help="comma-separated α grid in [0, 1] (default 0,0.1,...,1)")
+    group.add_argument("--alpha", help="one α in [0, 1] instead of a grid")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=_interpolate)
+
+    p = sub.add_parser(
+        "soup", help="a model soup: the weight average of runs fine-tuned from one source",
+        description="Average the weights of runs fine-tuned from the same source (same architecture and "
+        "labels; adapter runs are merged first). The greedy soup starts from the run with the best "
+        "validation accuracy and adds the next best only if validation accuracy does not drop; the "
+        "uniform soup averages them all. Both are scored; the chosen kind is saved as a plain "
+        "transformers model in a new run directory.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more finished runs")
+    p.add_argument("--output-dir", required=True, help="the new run directory")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--greedy", dest="kind", action="store_const", const="greedy",
+                       help="save the greedy soup (default)")
+    group.add_argument("--uniform", dest="kind", action="store_const", const="uniform",
+                       help="save the uniform soup")
+    p.set_defaults(kind="greedy")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=_soup)
 
     p = sub.add_parser("ls", help="list strategies, tasks and shipped recipes")
     p.set_defaults(func=_ls)

@@ -403,6 +403,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
     return _evaluate_task(run, task, split, data)
 
 
+def evaluate_loaded(run: LoadedRun, split: str = "validation", task: str | None = None) -> dict[str, Any]:
+    """The task's metrics of a loaded run's model as it is in memory (weights changed after
+    loading: interpolated, averaged) on a split of its recipe."""
+    return _evaluate_task(run, task, split, None)
+
+
 def _evaluate_task(run: LoadedRun, name: str | None, split: str, data: str | None) -> dict[str, Any]:
     task, model, labels, encoded = _encoded_split(run, name, split, data)
     with tempfile.TemporaryDirectory(prefix="hftransfer-eval-") as scratch:  # the Trainer wants one

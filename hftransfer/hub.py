@@ -29,6 +29,7 @@ from .engine import load_run
 from .errors import HFTransferError
 from .models import PROCESSOR_FILES, is_hub_id
 from .rundir import ENSEMBLE, check_no_secrets, disk_error, read_metrics, task_model_dir
+from .strategies.peft import merge_adapter
 
 # What a run publishes: top-level files of the run directory matching these names. An allow-list,
 # so that anything else a run (or a user) leaves in the directory stays private.
@@ -206,14 +207,7 @@ def _public_adapter_config(run_dir: Path, scratch: Path, public: Any) -> Path | 
 def _merge(run_dir: Path, out: Path) -> Path:
     """Merge the run's adapter into its base and save a plain transformers model into ``out``."""
     run = load_run(run_dir)
-    try:
-        merged = run.model.merge_and_unload()
-    except (AttributeError, ValueError, NotImplementedError) as exc:
-        method = getattr(getattr(run.model, "peft_config", {}).get("default"), "peft_type", "this adapter")
-        raise HFTransferError(
-            f"--merge-adapter: {getattr(method, 'value', method)} cannot be merged into the base model "
-            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); push the adapter alone"
-        ) from None
+    merged = merge_adapter(run.model, "--merge-adapter", "push the adapter alone")
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out, safe_serialization=True)
     run.processor.save_pretrained(out)

@@ -144,6 +144,20 @@ def write_base_config(base, directory: Path) -> None:
     base.config.save_pretrained(directory)
 
 
+def merge_adapter(model, what: str, instead: str):
+    """``model`` (a PEFT model) with its adapter merged into the base weights: a plain
+    ``transformers`` model. A method that cannot merge is a user error: ``what`` names the
+    command in it, ``instead`` says what to do."""
+    try:
+        return model.merge_and_unload()
+    except (AttributeError, ValueError, NotImplementedError) as exc:
+        method = getattr(getattr(model, "peft_config", {}).get("default"), "peft_type", "this adapter")
+        raise HFTransferError(
+            f"{what}: {getattr(method, 'value', method)} cannot be merged into the base model "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {instead}"
+        ) from None
+
+
 def load_base(task: "Task", run_dir: Path, spec: ModelSpec):
     """The base model an adapter in ``run_dir`` was trained on, with the run's head config."""
     config = load_config(str(run_dir), ModelSpec(name_or_path=str(run_dir)))
