@@ -230,6 +230,8 @@ def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | N
         recipe=(whole_recipe or recipe).to_yaml().strip(),
         license=data.license,
         companions=companions or [],
+        fused_with=transfer.get("source") if recipe.strategy_name == "fusion" else None,
+        combine=transfer.get("combine"),
     )
 
 

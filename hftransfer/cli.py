@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "temperature per member, then member weights, on validation NLL. Members may "
                        "differ in architecture and processor. The ensemble run directory refers to "
                        "its members (evaluate and predict take it).")
-    p.add_argument("runs", nargs="+", help="finished run directories (two or more, same labels and data)")
+    p.add_argument("runs", nargs="+", help="finished run directories (two or more, one label set); the first one's data is the ensemble's")
     p.add_argument("--output-dir", required=True, help="the ensemble's run directory (new)")
     p.add_argument("--combine", default="probs", choices=["probs", "logits"],
                    help="average calibrated probabilities (default) or add calibrated logits")

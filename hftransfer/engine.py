@@ -416,15 +416,18 @@ def _evaluate_task(run: LoadedRun, name: str | None, split: str, data: str | Non
         return task_metrics(trainer.evaluate(length_sorted(encoded), metric_key_prefix="eval"), "eval")
 
 
-def _encoded_split(run: LoadedRun, name: str | None, split: str, data: str | None):
-    """(task, model, labels, the split as model inputs, in the data's order)."""
+def _encoded_split(run: LoadedRun, name: str | None, split: str, data: str | None,
+                   data_of: LoadedRun | None = None):
+    """(task, model, labels, the split as model inputs, in the data's order); ``data_of``: read
+    the split of another run's recipe (an ensemble's members read the first member's data)."""
     task, model, labels = run_task(run, name)
     where = f"tasks.{name}.data" if name is not None else "data"
-    spec = run.recipe.members[name].data if name is not None else run.recipe.data
+    owner = data_of or run
+    spec = owner.recipe.members[name].data if name is not None else owner.recipe.data
     if data is not None:
         ds = task.read_split(data, "--data", spec.format)
     else:
-        seed = spec.seed if spec.seed is not None else run.recipe.train.get("seed", 0)
+        seed = spec.seed if spec.seed is not None else owner.recipe.train.get("seed", 0)
         ds = getattr(load_splits(spec, task, seed, where=where), split)
         if ds is None:
             raise HFTransferError(f"the run's recipe has no {split} split{f' for task {name}' if name else ''}; "
@@ -460,12 +463,13 @@ class SplitOutputs:
 
 
 def split_outputs(run: LoadedRun, split: str = "validation", data: str | None = None,
-                  task: str | None = None) -> SplitOutputs:
-    """The logits of a finished run on a split of its recipe (or a data file), in the data's
-    order: what calibration, ensembles and weight-space fusion fit and score on."""
+                  task: str | None = None, data_of: LoadedRun | None = None) -> SplitOutputs:
+    """The logits of a finished run on a split of its recipe (or of ``data_of``'s recipe, or a
+    data file), in the data's order: what calibration, ensembles and weight-space fusion fit
+    and score on."""
     import numpy as np
 
-    member, model, labels, encoded = _encoded_split(run, task, split, data)
+    member, model, labels, encoded = _encoded_split(run, task, split, data, data_of)
     order = np.argsort(encoded["length"], kind="stable") if "length" in encoded.column_names \
         else np.arange(len(encoded))
     with tempfile.TemporaryDirectory(prefix="hftransfer-eval-") as scratch:

@@ -295,6 +295,12 @@ def push_run(
                     result.notes.append(
                         f"the adapter's base model {base!r} is a local path: users of the repo need "
                         "that model to load it (or push with --merge-adapter)")
+            if "fusion.json" in plan:
+                fused = json.loads(plan["fusion.json"].read_text("utf-8")).get("source")
+                result.notes.append(
+                    f"a fusion model runs beside its source {fused!r}" + (
+                        ": a local path, so users of the repo need that model there too"
+                        if not is_hub_id(fused) else "") + "; it predicts with hftransfer, not a plain pipeline()")
             if dry_run is not None:
                 try:
                     _copy_plan(plan, dry_run)

@@ -18,6 +18,7 @@ from test_token import ner_data, ner_recipe  # noqa: F401  (fixtures)
 
 import hftransfer
 from hftransfer import engine
+from hftransfer.strategies import frozen
 from hftransfer.strategies.distill import Distill
 
 
@@ -72,7 +73,7 @@ def test_the_teacher_runs_once_and_is_cached(tiny_model_dir, toy_data, teacher_r
     def never(*args, **kwargs):
         raise AssertionError("the teacher ran although its outputs are cached")
 
-    monkeypatch.setattr(Distill, "_compute", never)
+    monkeypatch.setattr(frozen, "compute", never)
     again = hftransfer.train(student(tiny_model_dir, toy_data, teacher_run), output_dir=tmp_path / "b")
     assert again.metrics["test"] == first.metrics["test"]
     # A damaged entry is computed again, not trusted.

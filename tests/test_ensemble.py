@@ -118,6 +118,25 @@ def test_bad_members_are_refused_and_nothing_is_written(members, tiny_model_dir,
     assert not (tmp_path / "ens").exists()
 
 
+def test_a_member_trained_on_other_data_reads_the_first_members(members, tiny_model_dir, toy_data, tmp_path):
+    """A source model trained elsewhere (other data, same labels) joins a target run: the
+    ensemble is fit and scored on the first member's splits."""
+    from conftest import toy_rows, write_csv
+
+    other_data = tmp_path / "other-data"
+    other_data.mkdir()
+    for split, seed in (("train", 7), ("validation", 8), ("test", 9)):
+        write_csv(other_data / f"{split}.csv", toy_rows(48 if split == "train" else 12, seed))
+    other = tmp_path / "other"
+    hftransfer.train(tiny_recipe_dict(tiny_model_dir, other_data, "full"), output_dir=other)
+    metrics = api.ensemble([members[0], other], tmp_path / "ens")
+    assert metrics["data"] == json.loads((members[0] / "metrics.json").read_text())["data"]
+    own = engine.split_outputs(engine.load_run(members[0]), "validation")
+    assert len(own.labels) == 16  # the first member's validation split, not the other's 12 rows
+    assert hftransfer.evaluate(tmp_path / "ens", split="validation")["nll"] == pytest.approx(
+        metrics["validation"]["nll"], abs=1e-6)
+
+
 def test_image_ensemble(tiny_vit_dir, image_data, tmp_path):
     runs = []
     for seed in (0, 1):

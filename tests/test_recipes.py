@@ -34,7 +34,7 @@ def tiny_inputs(tmp_path_factory, tiny_model_dir, toy_data) -> dict:
     text = {split: str(toy_data / f"{split}.csv") for split in ("train", "validation", "test")}
     tokens = {split: str(root / "ner" / f"{split}.txt") for split in ("train", "validation", "test")}
     pictures = {split: str(images / split) for split in ("train", "validation", "test")}
-    # A teacher for recipes that distill: a tiny text classifier trained for a few steps.
+    # A teacher for recipes that distill (a source for those that fuse): a tiny text classifier.
     teacher = root / "teacher"
     hftransfer.train(tiny_recipe_dict(tiny_model_dir, toy_data, "full", train={"num_train_epochs": 1}),
                      output_dir=teacher)
@@ -56,6 +56,8 @@ def tiny_overrides(recipe: dict, inputs: dict) -> list[str]:
             overrides.append(f"data.unlabeled={data['train']}")
         if recipe["strategy"]["name"] == "distill":
             overrides.append(f"strategy.teacher={inputs['teacher'][task_type]}")
+        if recipe["strategy"]["name"] == "fusion":  # the same tiny classifier as the frozen source
+            overrides.append(f"strategy.source={inputs['teacher'][task_type]}")
     if "config" not in recipe.get("model", {}):  # an inline config is tiny already
         overrides.append(f"model.name_or_path={model}")
     if "num_hidden_layers" in (recipe.get("model", {}).get("init") or {}):  # the tiny models have 2

@@ -12,10 +12,11 @@ in this order:
    NLL is at most its best member's (the fit falls back to that member when the optimiser
    ends worse).
 
-The ensemble run directory holds ``ensemble.json`` (members, as paths relative to it, with
-the hash of each member's weights; temperatures; weights), the first member's recipe (its task
-and data: the ensemble is evaluated on the splits its members were fit on), metrics.json and a
-card. ``evaluate`` and ``predict`` take it; it is not a ``transformers`` model, and the card says
+The first member's data is the ensemble's: every member reads its validation split (for the
+fit) and test split, with its own processor, so a source model trained on other data joins a
+target model as a member. The ensemble run directory holds ``ensemble.json`` (members, as paths
+relative to it, with the hash of each member's weights; temperatures; weights), the first
+member's recipe (its task and data), metrics.json and a card. ``evaluate`` and ``predict`` take it; it is not a ``transformers`` model, and the card says
 so: ``pipeline()`` cannot load it.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .. import rundir
-from ..engine import LoadedRun, split_outputs
+from ..engine import LoadedRun, load_run, split_outputs
 from ..errors import HFTransferError
 from . import scores
 from .runs import derived_run, finish_derived, load_single_task_run
@@ -122,25 +123,17 @@ def _members(paths: list[str | Path]) -> list[LoadedRun]:
 
 
 def _validation(runs: list[LoadedRun]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Every member's validation logits and the shared reference labels."""
-    outputs = []
-    for run in runs:
-        if run.recipe.data.validation is None and not run.recipe.data.validation_fraction:
-            raise HFTransferError(
-                f"ensemble: the recipe of {str(run.run_dir)!r} has no validation split to fit the "
-                "ensemble on; members need one (data.validation or data.validation_fraction)")
-        outputs.append(split_outputs(run, "validation"))
-    labels = outputs[0].labels
-    for run, out in zip(runs[1:], outputs[1:]):
-        if len(out.labels) != len(labels) or not np.array_equal(out.labels, labels):
-            raise HFTransferError(
-                f"ensemble: the validation split of {str(run.run_dir)!r} is not that of "
-                f"{str(runs[0].run_dir)!r}; an ensemble is fit on one validation set, so members "
-                "must be trained with the same data")
+    """Every member's logits on the first member's validation split, and its labels."""
+    first = runs[0]
+    if first.recipe.data.validation is None and not first.recipe.data.validation_fraction:
+        raise HFTransferError(
+            f"ensemble: the recipe of {str(first.run_dir)!r} (the first member, whose data the ensemble "
+            "is fit on) has no validation split; give data.validation or data.validation_fraction")
+    outputs = [split_outputs(run, "validation", data_of=first) for run in runs]
     for run, out in zip(runs, outputs):
         if not np.isfinite(out.logits).all():
             raise HFTransferError(f"ensemble: {str(run.run_dir)!r} gives non-finite outputs on validation")
-    return [o.logits for o in outputs], labels
+    return [o.logits for o in outputs], outputs[0].labels
 
 
 def build(paths: list[str | Path], output_dir: str | Path, how: str = "probs",
@@ -209,7 +202,7 @@ class _Ensemble:
         self.weights = np.asarray([m["weight"] for m in manifest["members"]])
 
     def split_log_probs(self, split: str, data: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        outputs = [split_outputs(run, split, data) for run in self.runs]
+        outputs = [split_outputs(run, split, data, data_of=self.runs[0]) for run in self.runs]
         return combine([o.logits for o in outputs], self.temperatures, self.weights, self.how), outputs[0].labels
 
     def predict(self, inputs: list[Any]) -> list[dict[str, Any]]:
@@ -221,8 +214,6 @@ class _Ensemble:
 
 def load(run_dir: str | Path) -> _Ensemble:
     """An ensemble run directory with its members loaded (each checked unchanged since the fit)."""
-    from ..engine import load_run
-
     path = Path(run_dir)
     rundir.require_finished_run(path)
     manifest = rundir.read_json(path / ENSEMBLE)
