@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import NEGATIVE, POSITIVE, write_csv
+from conftest import NEGATIVE, POSITIVE
 from helpers import refused, tiny_recipe_dict
 from safetensors.torch import load_file
 from test_distill import word_model_dir  # noqa: F401  (fixture: another tokenizer)
@@ -182,3 +182,17 @@ def test_moved_or_changed_source_is_an_error(tiny_model_dir, toy_data, source_ru
     refused(capsys, tmp_path, ["predict", str(tmp_path / "fused"), "good"], "changed after")
     shutil.rmtree(source)
     refused(capsys, tmp_path, ["evaluate", str(tmp_path / "fused")], "is not there any more")
+
+
+@pytest.mark.parametrize("combine", ["logits", "features"])
+def test_a_fusion_run_calibrates(tiny_model_dir, toy_data, source_run, tmp_path, combine):
+    import numpy as np
+
+    hftransfer.train(fusion(tiny_model_dir, toy_data, source_run, combine=combine), output_dir=tmp_path / "fused")
+    result = hftransfer.calibrate(tmp_path / "fused", tmp_path / "calibrated")
+    assert result.layer.endswith("fusion")
+    before = engine.split_outputs(engine.load_run(tmp_path / "fused"), "validation")
+    after = engine.split_outputs(engine.load_run(tmp_path / "calibrated"), "validation")
+    np.testing.assert_allclose(after.logits, before.logits / result.temperature, rtol=1e-4, atol=1e-5)
+    section = result.metrics["calibration"]["validation"]
+    assert section["after"]["nll"] <= section["before"]["nll"] + 1e-9

@@ -14,6 +14,7 @@ the one scaled tensor pair (every other tensor bit-identical), ``metrics.json`` 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ import torch
 from .. import rundir
 from ..engine import LoadedRun, SplitOutputs, evaluate_run, load_run, run_task, split_outputs
 from ..errors import HFTransferError
+from ..strategies.fusion import FUSION_WEIGHTS, FusedModel
 from .runs import copy_run_files, derived_run, finish_derived, load_single_task_run
 from .scores import ECE_BINS, fit_temperature, probabilities, reliability, summary
 
@@ -64,8 +66,14 @@ def calibrate(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
     _check_inputs(source, target, overwrite)
     run = load_single_task_run(source, "calibrate")
     _, model, labels = run_task(run, None)
-    layer = final_layer(run, len(labels))
-    adapter = hasattr(model, "get_base_model")
+    # A fusion run's logits come out of its fusion layer: with combine logits they are the
+    # target's plus the mapped source's (both layers are scaled), with features the fusion
+    # layer's alone.
+    fused = isinstance(model, FusedModel)
+    target_layer = None if fused and model.combine == "features" else final_layer(
+        dataclasses.replace(run, model=model.target) if fused else run, len(labels))
+    adapter = hasattr(model.target if fused else model, "get_base_model")
+    layer = " + ".join(([target_layer] if target_layer else []) + (["fusion"] if fused else []))
 
     before = {"validation": _outputs(run, "validation", len(labels))}
     if isinstance(run.metrics.get("test"), dict):
@@ -80,7 +88,10 @@ def calibrate(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
     with derived_run(target, overwrite, "calibrate") as held:
         stage = held.path
         copy_run_files(source, stage, skip={RELIABILITY})
-        scale_layer(stage, layer, temperature, adapter)
+        if target_layer is not None:
+            scale_layer(stage, target_layer, temperature, adapter)
+        if fused:
+            scale_tensors(stage / FUSION_WEIGHTS, ["weight", "bias"], temperature)
         # The staged run is loaded (and evaluated) like a finished one: it needs a metrics.json,
         # the input's for now (the final one is written last, by finish_derived).
         rundir.write_json(stage / rundir.METRICS, run.metrics)
@@ -180,7 +191,6 @@ def scale_layer(stage: Path, layer: str, temperature: float, adapter: bool) -> N
     """Divide ``layer``'s weight and bias by ``temperature`` in the staged run's safetensors
     file (the adapter's for an adapter run); every other tensor and the metadata are kept."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     if adapter:
         path = stage / ADAPTER_WEIGHTS
@@ -194,13 +204,25 @@ def scale_layer(stage: Path, layer: str, temperature: float, adapter: bool) -> N
         raise HFTransferError(f"the run has no {path.name}; calibrate writes safetensors weights only: "
                               "retrain the run or restore the file")
     with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())  # (a safe_open handle is not iterable)
+    names = [_key(keys, f"{layer}.weight", path)]
+    bias = [k for k in keys if k == f"{layer}.bias" or k.endswith(f".{layer}.bias")]
+    scale_tensors(path, names + (bias[:1] if len(bias) == 1 else []), temperature)
+
+
+def scale_tensors(path: Path, names: list[str], temperature: float) -> None:
+    """Divide the tensors ``names`` of a safetensors file by ``temperature``; every other tensor
+    and the metadata are kept (written to a temporary file, then renamed into place)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
-        stored = list(handle.keys())  # (a safe_open handle is not iterable)
-        tensors = {key: handle.get_tensor(key) for key in stored}
-    names = [_key(list(tensors), f"{layer}.weight", path)]
-    bias = [k for k in tensors if k == f"{layer}.bias" or k.endswith(f".{layer}.bias")]
-    names += bias[:1] if len(bias) == 1 else []
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     for name in names:
+        if name not in tensors:
+            raise HFTransferError(f"{path.name} of the run holds no {name!r} tensor; retrain the run or "
+                                  "restore its files")
         tensor = tensors[name]
         tensors[name] = (tensor.to(torch.float64) / temperature).to(tensor.dtype).contiguous()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
