@@ -116,6 +116,10 @@ def test_trains_saves_and_predicts(tiny_model_dir, toy_data, source_run, tmp_pat
     assert [p["score"] for p in predicted] == pytest.approx(probs.max(-1).values.tolist(), abs=1e-5)
     card = (run / "README.md").read_text()
     assert "fusion** model" in card and "hftransfer predict" in card
+    # push publishes the fusion layer and says what the repo needs
+    pushed = hftransfer.push(run, "me/fused", dry_run=tmp_path / "dry")
+    assert {"fusion.json", "fusion.safetensors"} <= set(pushed.files)
+    assert any("beside its source" in note for note in pushed.notes)
 
     # A rerun reads the source's outputs from the cache.
     caplog.clear()
