@@ -292,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_calibrate)
 
     p = sub.add_parser(
-        "interpolate", help="WiSE-FT: a fine-tuned run interpolated with its linear probe, α chosen on validation",
-        description="Interpolate in weight space between START (α = 0: a linear probe of the same source, "
-        "e.g. a feature-extraction run with strategy.pooling=cls) and the fine-tuned RUN_DIR (α = 1): "
+        "interpolate", help="WiSE-FT: a fine-tuned run interpolated with a probe of its source, α chosen on validation",
+        description="Interpolate in weight space between START (α = 0: a probe of the same source, "
+        "e.g. a partial-freeze run that freezes every encoder layer) and the fine-tuned RUN_DIR (α = 1): "
         "θ = (1 − α)·θ_start + α·θ_run. Every α of the grid is scored on validation; the most accurate "
         "(ties: the larger α) is saved as a plain transformers model in a new run directory. An adapter "
         "run is merged into its base first; without --start its α = 0 end is the base with the run's "

@@ -103,20 +103,41 @@ def source_on_cr() -> dict:
     return out
 
 
-def wise_sweep() -> dict:
-    ensure(PROBE, "recipes/sst2-feature-extraction.yaml", "strategy.pooling=cls", "strategy.head=linear")
+# The α = 0 end of WiSE-FT: the SST-2 source with a probe. "head": the encoder frozen, only its own
+# head (pooler + classifier) trained, so both ends have the same form; "features": the
+# feature-extraction run (cls pooling, linear head), whose head is written into the pooler as
+# 0.01·I and the classifier as W/0.01: a different parametrisation of a linear probe.
+PROBES = {"head": ("runs/sst2-head-probe", "recipes/sst2-full.yaml",
+                   ["strategy={name: partial-freeze, freeze_layers: 6}", "train.learning_rate=1e-3",
+                    "train.num_train_epochs=3"]),
+          "features": (PROBE, "recipes/sst2-feature-extraction.yaml", ["strategy.pooling=cls", "strategy.head=linear"])}
+
+
+def wise_sweep(probe: str) -> dict:
+    start, recipe, overrides = PROBES[probe]
+    ensure(start, recipe, *overrides)
     rows = []
     for alpha in ALPHAS:
-        run = OUT / f"wise-{alpha}"
-        kit("interpolate", SOURCE, "--start", PROBE, "--alpha", str(alpha), "--output-dir", str(run), "--overwrite")
+        run = OUT / f"wise-{probe}-{alpha}"
+        kit("interpolate", SOURCE, "--start", start, "--alpha", str(alpha), "--output-dir", str(run), "--overwrite")
         m = metrics_of(run)
         row = {"alpha": alpha, "sst2_validation": m["validation"]["accuracy"], "sst2_test": m["test"]["accuracy"]}
         for name in ("mr", "cr"):
             row[f"{name}_test"] = json.loads(kit("evaluate", str(run), "--data", str(DATA / name / "test.csv")))["accuracy"]
         rows.append(row)
-        print(f"wise α={alpha}: {row}", flush=True)
-    kit("interpolate", SOURCE, "--start", PROBE, "--output-dir", str(OUT / "wise-chosen"), "--overwrite")
-    return {"rows": rows, "chosen_alpha": metrics_of(OUT / "wise-chosen")["interpolation"]["chosen_alpha"]}
+        print(f"wise ({probe}) α={alpha}: {row}", flush=True)
+        if alpha not in (0.0, 1.0):
+            kit_rm(run)
+    kit("interpolate", SOURCE, "--start", start, "--output-dir", str(OUT / f"wise-{probe}-chosen"), "--overwrite")
+    return {"rows": rows, "start": start,
+            "chosen_alpha": metrics_of(OUT / f"wise-{probe}-chosen")["interpolation"]["chosen_alpha"]}
+
+
+def kit_rm(run: Path) -> None:
+    """A swept model is scored; its 90 MB copy is not kept."""
+    import shutil
+
+    shutil.rmtree(run, ignore_errors=True)
 
 
 def soup(results: dict) -> dict:
@@ -178,10 +199,15 @@ def render(results: dict) -> str:
         s = results["source"]
         text += (f"\n\nThe SST-2 source alone on CR (no CR labels): validation {100 * s['validation']['accuracy']:.1f}, "
                  f"test {100 * s['test']['accuracy']:.1f}.")
-    if "wise" in results:
-        w = results["wise"]
-        text += ("\n\nWiSE-FT of the SST-2 model (α = 0: its linear probe, `recipes/sst2-feature-extraction.yaml` with "
-                 "cls pooling and a linear head; α = 1: `runs/sst2-full`), accuracy:\n\n"
+    for probe, what in (("head", "its own head (pooler + classifier) trained on the frozen encoder: "
+                                 "`recipes/sst2-full.yaml` as partial-freeze of all 6 layers, lr 1e-3, 3 epochs"),
+                        ("features", "the feature-extraction probe (`recipes/sst2-feature-extraction.yaml`, cls "
+                                     "pooling, linear head), whose head the kit writes into the pooler as 0.01·I and "
+                                     "the classifier as W/0.01")):
+        w = results.get(f"wise-{probe}")
+        if not w:
+            continue
+        text += (f"\n\nWiSE-FT of the SST-2 model, α = 0: {what}; α = 1: `runs/sst2-full`. Accuracy:\n\n"
                  "| α | SST-2 validation | SST-2 test (in domain) | MR test | CR test |\n|---|---|---|---|---|\n"
                  + "\n".join(f"| {r['alpha']} | {100 * r['sst2_validation']:.1f} | {100 * r['sst2_test']:.1f} "
                              f"| {100 * r['mr_test']:.1f} | {100 * r['cr_test']:.1f} |" for r in w["rows"])
@@ -226,9 +252,10 @@ def main() -> None:
             results["cells"][name] = run_cell(method, budget, seed)
             store.write_text(json.dumps(results, indent=2))
             print(f"{name}: test {results['cells'][name]['test']['accuracy']:.4f}", flush=True)
-    if "wise" in parts:
-        results["wise"] = wise_sweep()
-        store.write_text(json.dumps(results, indent=2))
+    for probe in PROBES:
+        if f"wise-{probe}" in parts or ("wise" in parts and probe == "head"):
+            results[f"wise-{probe}"] = wise_sweep(probe)
+            store.write_text(json.dumps(results, indent=2))
     if "soup" in parts:
         results["soup"] = soup(results)
         store.write_text(json.dumps(results, indent=2))

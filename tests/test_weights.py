@@ -176,7 +176,7 @@ def test_the_greedy_soup_is_at_least_as_good_as_its_best_member(runs, work, caps
     (["interpolate", "{full}", "--start", "{probe}", "--alphas", "0,x,1"], ["--alphas", "'x' is not a number"]),
     (["interpolate", "{full}", "--start", "{probe}", "--alphas", "0,0.5,2"], ["--alphas", "outside [0, 1]"]),
     (["interpolate", "{full}", "--start", "{probe}", "--alphas", "0,0.5,0.5"], ["repeats"]),
-    (["interpolate", "{full}"], ["linear probe", "strategy.name=feature-extraction"]),
+    (["interpolate", "{full}"], ["probe of the same source", "partial-freeze", "strategy.name=feature-extraction"]),
     (["interpolate", "{full}", "--start", "{mean-probe}"],
      ["different shapes", "encoder.layer.2", "strategy.pooling=cls"]),
     (["interpolate", "{full}", "--start", "{other-labels}"], ["labels", "'up'"]),

@@ -343,7 +343,8 @@ def interpolate(run: str | Path, start: str | Path | None = None, *, output_dir:
     if start is None and not adapter:
         raise HFTransferError(
             f"interpolate: {str(run)!r} is a `{raw.recipe.strategy_name}` run, so the α = 0 end must be a "
-            "linear probe of the same source: train one with the same recipe and "
+            "probe of the same source: train one with the same recipe and \"strategy={name: partial-freeze, "
+            "freeze_layers: N}\" (N = the encoder's depth: its own head on the frozen encoder) or "
             "strategy.name=feature-extraction strategy.pooling=cls, then pass it as --start")
     base_state = None
     if adapter and start is None:
