@@ -222,7 +222,8 @@ def render(results: dict) -> str:
     text += ("\n\nEvery cell: `recipes/cr-fusion.yaml` (lr 1e-4, 10 epochs, batch 16, best epoch on validation; "
              "all labels: 3 epochs) with the change its method says, the label budget drawn per seed (`data.seed`); "
              "CR validation 377 / test 378 rows, never shrunk. Model selection on validation only; test read once "
-             "per cell. ± is the standard deviation over seeds.")
+             "per cell. ± is the standard deviation over seeds. train samples/s is the Trainer's, whose time includes "
+             "the per-epoch evaluations (the fusion cells read cached source outputs there too).")
     return text
 
 
