@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -398,6 +399,19 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def model_files_digest(model_dir: Path) -> str:
+    """A hash of a model directory's weights and config files (``*.safetensors``, ``*config.json``):
+    what refers to a model by path (an ensemble member, a fusion source) notices it changed."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(model_dir).iterdir()
+                       if p.is_file() and (p.suffix == ".safetensors" or p.name.endswith("config.json"))):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: Path) -> Any:

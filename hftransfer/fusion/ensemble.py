@@ -21,7 +21,6 @@ so: ``pipeline()`` cannot load it.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -80,20 +79,6 @@ def fit_weights(member_logits: list[np.ndarray], temperatures: list[float], labe
 
 
 # --------------------------------------------------------------------------- building
-
-
-def _weights_digest(run_dir: Path) -> str:
-    """A hash of a member's model files (weights, config, adapter): a member changed after the
-    ensemble was fit is noticed before it predicts."""
-    digest = hashlib.sha256()
-    names = sorted(p.name for p in run_dir.iterdir()
-                   if p.is_file() and (p.suffix == ".safetensors" or p.name.endswith("config.json")))
-    for name in names:
-        digest.update(name.encode())
-        with open(run_dir / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _members(paths: list[str | Path]) -> list[LoadedRun]:
@@ -157,7 +142,7 @@ def build(paths: list[str | Path], output_dir: str | Path, how: str = "probs",
         stage = held.path
         manifest = {"combine": how, "members": [
             {"path": os.path.relpath(os.path.realpath(run.run_dir), os.path.realpath(out_dir)),
-             "weights_sha256": _weights_digest(run.run_dir), "temperature": t, "weight": float(w)}
+             "weights_sha256": rundir.model_files_digest(run.run_dir), "temperature": t, "weight": float(w)}
             for run, t, w in zip(runs, temperatures, weights)]}
         rundir.write_json(stage / ENSEMBLE, manifest)
         (stage / rundir.RECIPE).write_text((runs[0].run_dir / rundir.RECIPE).read_text(encoding="utf-8"),
@@ -230,7 +215,7 @@ def load(run_dir: str | Path) -> _Ensemble:
             raise HFTransferError(
                 f"ensemble member {m['path']!r} (relative to {str(path)!r}) is not there any more; an "
                 "ensemble refers to its members: put the run back or build the ensemble again")
-        if _weights_digest(where) != m["weights_sha256"]:
+        if rundir.model_files_digest(where) != m["weights_sha256"]:
             raise HFTransferError(
                 f"ensemble member {str(where)!r} changed after the ensemble was fit; build the ensemble again")
         runs.append(load_run(where))

@@ -261,6 +261,13 @@ def label_names(config) -> list[str] | None:
     return [id2label[i] for i in sorted(id2label)]
 
 
+def trained_for(task: "Task", config) -> bool:
+    """Whether ``config`` is that of a model trained for ``task``'s kind of head (its
+    architectures name the class the task's Auto class builds for this model type)."""
+    expected = task.auto_class._model_mapping.get(type(config), None)
+    return expected is not None and expected.__name__ in (getattr(config, "architectures", None) or [])
+
+
 def head_params(model, task: "Task") -> set[str]:
     """The names of the task head's parameters."""
     return {n for n, _ in model.named_parameters() if n.split(".")[0] in task.head_prefixes}

@@ -29,7 +29,7 @@ from ..models import load_config, public_name, source_location
 from ..recipe import ModelSpec
 from ..registry import register_strategy
 from . import frozen
-from .base import ExtraModel, label_names
+from .base import ExtraModel, label_names, trained_for
 from .finetune import FullFineTune
 
 logger = logging.getLogger("hftransfer")
@@ -112,9 +112,8 @@ class Distill(FullFineTune):
     def check_model(self, config):
         shown = self.options.teacher
         self.teacher_config = load_config(source_location(self.teacher_spec), self.teacher_spec)
-        archs = getattr(self.teacher_config, "architectures", None) or []
-        expected = self.task.auto_class._model_mapping.get(type(self.teacher_config), None)
-        if expected is None or expected.__name__ not in archs:
+        if not trained_for(self.task, self.teacher_config):
+            archs = getattr(self.teacher_config, "architectures", None) or []
             raise HFTransferError(
                 f"strategy.teacher {shown!r} is not a trained {self.task.name} model (its architectures: "
                 f"{', '.join(archs) or 'none given'}); the teacher must be trained for the student's task "

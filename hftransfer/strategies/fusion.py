@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import inspect
 import logging
 import os
@@ -48,7 +47,7 @@ from ..models import load_config, load_pretrained, public_name, source_location
 from ..recipe import ModelSpec, build
 from ..registry import get_strategy, register_strategy
 from . import frozen
-from .base import ExtraModel, Strategy, label_names
+from .base import ExtraModel, Strategy, label_names, trained_for
 
 logger = logging.getLogger("hftransfer")
 
@@ -170,9 +169,8 @@ class Fusion(Strategy):
         self.inner.check_model(config)
         shown = self.options.source
         self.source_config = load_config(source_location(self.source_spec), self.source_spec)
-        archs = getattr(self.source_config, "architectures", None) or []
-        expected = self.task.auto_class._model_mapping.get(type(self.source_config), None)
-        if expected is None or expected.__name__ not in archs:
+        if not trained_for(self.task, self.source_config):
+            archs = getattr(self.source_config, "architectures", None) or []
             raise HFTransferError(
                 f"strategy.source {shown!r} is not a {self.task.name} model (its architectures: "
                 f"{', '.join(archs) or 'none given'}); a fusion source is a trained classifier of the same "
@@ -297,7 +295,7 @@ class Fusion(Strategy):
             "combine": self.options.combine,
             "source": os.path.realpath(os.path.expanduser(location)) if local else location,
             "source_name": public_name(self.source_spec),
-            "source_weights_sha256": weights_digest(Path(os.path.expanduser(location))) if local else None,
+            "source_weights_sha256": rundir.model_files_digest(Path(os.path.expanduser(location))) if local else None,
             "target_strategy": self.inner.name,
         })
 
@@ -315,7 +313,7 @@ class Fusion(Strategy):
                 raise HFTransferError(
                     f"the fusion source {where!r} of {str(run_dir)!r} is not there any more; a fusion run "
                     "runs its source beside its target: put it back, or retrain the run")
-            if weights_digest(path) != manifest["source_weights_sha256"]:
+            if rundir.model_files_digest(path) != manifest["source_weights_sha256"]:
                 raise HFTransferError(
                     f"the fusion source {where!r} changed after {str(run_dir)!r} was trained; retrain the run")
         target = self.inner.load_trained(run_dir, spec)
@@ -351,15 +349,3 @@ def target_section(target: str | dict[str, Any]) -> tuple[str, Any]:
         raise HFTransferError(
             f"strategy.target: {name!r} cannot train a fusion target; use one of {', '.join(TARGET_STRATEGIES)}")
     return name, build(get_strategy(name).Options, section, "strategy.target")
-
-
-def weights_digest(model_dir: Path) -> str:
-    """A hash of a model directory's weights and config files."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.iterdir()
-                       if p.is_file() and (p.suffix == ".safetensors" or p.name.endswith("config.json"))):
-        digest.update(path.name.encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
