@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import engine
+from . import engine, pipeline
 from .cards import write_cards
-from .engine import LoadedRun, RunResult, check, evaluate_run, load_run, run_task, train
+from .engine import LoadedRun, RunResult, evaluate_run, load_run, run_task
 from .errors import HFTransferError
 from .fusion import ensemble as _ensemble
 from .fusion import weights
@@ -47,6 +47,25 @@ __all__ = [
 
 is_ensemble = _ensemble.is_ensemble
 load_ensemble = _ensemble.load
+
+
+def train(recipe: Any, overrides: list[str] | None = None, output_dir: str | Path | None = None,
+          overwrite: bool = False, resume: bool = False) -> RunResult:
+    """Train a recipe into a run directory and return it with its metrics; a staged recipe
+    (``stages:``) trains its stages in order into one directory (:mod:`hftransfer.pipeline`).
+
+    >>> result = train("recipes/quickstart.yaml", ["train.num_train_epochs=1"])
+    >>> result.metrics["test"]["accuracy"]
+    """
+    run = pipeline.train if pipeline.is_staged(recipe) else engine.train
+    return run(recipe, overrides, output_dir=output_dir, overwrite=overwrite, resume=resume)
+
+
+def check(recipe: Any, overrides: list[str] | None = None) -> Any:
+    """Everything ``train`` checks before it loads weights (``hftransfer validate``): the
+    recipe's :class:`~hftransfer.engine.Setup`, or for a staged recipe the pipeline and a
+    Setup per stage."""
+    return pipeline.check(recipe, overrides) if pipeline.is_staged(recipe) else engine.check(recipe, overrides)
 
 
 def evaluate(run_dir: str | Path, split: str = "test", data: str | None = None,

@@ -53,6 +53,8 @@ class RunFiles:
     """The effective training arguments (None for runs from before the kit recorded them)."""
     adapter: dict[str, Any] | None
     """The adapter's ``adapter_config.json`` (None for a run that saved a whole model)."""
+    pipeline: str | None = None
+    """A staged run's whole recipe (``pipeline.yaml``), which reproduces it (None otherwise)."""
 
 
 def read_run(run_dir: Path, model_dir: Path | None = None, metrics: dict[str, Any] | None = None) -> RunFiles:
@@ -64,7 +66,9 @@ def read_run(run_dir: Path, model_dir: Path | None = None, metrics: dict[str, An
     metrics = metrics if metrics is not None else rundir.read_metrics(run_dir)
     return RunFiles(recipe=load_recipe(run_dir / rundir.RECIPE), metrics=metrics,
                     training_args=_json(args_file) if args_file.is_file() else None,
-                    adapter=_json(adapter_file) if adapter_file.is_file() else None)
+                    adapter=_json(adapter_file) if adapter_file.is_file() else None,
+                    pipeline=(run_dir / rundir.PIPELINE).read_text(encoding="utf-8")
+                    if (run_dir / rundir.PIPELINE).is_file() else None)
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -227,12 +231,35 @@ def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | N
         hyperparameters=_hyperparameters(run),
         runtime=train.get("runtime_s", "?"), samples_per_second=train.get("samples_per_second", "?"),
         peak_rss=train.get("peak_rss_mb", "?"), world_size=train.get("world_size", 1),
-        recipe=(whole_recipe or recipe).to_yaml().strip(),
+        recipe=(run.pipeline or (whole_recipe or recipe).to_yaml()).strip(),
+        recipe_file=rundir.PIPELINE if run.pipeline else rundir.RECIPE,
+        stages=_stage_rows(metrics.get("stages")),
+        forgetting=_forgetting_rows(metrics.get("forgetting")),
         license=data.license,
         companions=companions or [],
         fused_with=transfer.get("source") if recipe.strategy_name == "fusion" else None,
         combine=transfer.get("combine"),
     )
+
+
+def _stage_rows(stages: Any) -> list[list[str]]:
+    """A staged run's stages, in order: what each trained, from what, and its own results."""
+    if not isinstance(stages, list):
+        return []
+    return [[f"`{s.get('name')}`", str(s.get("task")), f"`{s.get('strategy')}`", f"`{s.get('from')}`",
+             str(s.get("head")), str(s.get("train_examples")),
+             f"{s.get('metric')} {_fmt(s.get('validation'))}", _fmt(s.get("test"))]
+            for s in stages if isinstance(s, dict)]
+
+
+def _forgetting_rows(forgetting: Any) -> list[list[str]]:
+    """Each earlier stage's validation metric before and after the later stages."""
+    if not isinstance(forgetting, dict):
+        return []
+    return [[f"`{name}`", str(f.get("metric")), _fmt(f.get("before")),
+             _fmt(f.get("after")) if "skipped" not in f else f"not measured: {f['skipped']}",
+             _fmt(f.get("drop"))]
+            for name, f in forgetting.items() if isinstance(f, dict)]
 
 
 def _init_rows(init: Any) -> list[tuple[str, str]]:

@@ -31,7 +31,7 @@ def _train(args: argparse.Namespace) -> int:
     result = _api().train(args.recipe, args.overrides, output_dir=args.output_dir,
                           overwrite=args.overwrite, resume=args.resume)
     if result.metrics is not None and is_main_process():
-        summary = {s: result.metrics[s] for s in ("validation", "test") if s in result.metrics}
+        summary = {s: result.metrics[s] for s in ("validation", "test", "forgetting") if s in result.metrics}
         print(f"run saved to {result.run_dir}")
         print(json.dumps(summary, indent=2))
     return 0
@@ -40,6 +40,12 @@ def _train(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     # What `train` checks before it loads weights: recipe, source model config, data, processor.
     setup = _api().check(args.recipe, args.overrides)
+    if isinstance(setup, tuple):  # a staged recipe: the pipeline and each stage's setup
+        staged, stages = setup
+        shown = ", ".join(f"{n} ({s.recipe.task_type}, strategy {s.recipe.strategy_name})"
+                          for n, s in zip(staged.stage_names, stages))
+        print(f"ok: {args.recipe} (a pipeline of {len(stages)} stages: {shown})")
+        return 0
     recipe = setup.recipe
     what = recipe.task_type
     if recipe.is_multitask:

@@ -36,7 +36,7 @@ from .strategies.peft import merge_adapter
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors",
                "model.safetensors.index.json", "model-*-of-*.safetensors",
                "adapter_config.json", "adapter_model.safetensors")
-KIT_FILES = ("README.md", "recipe.yaml", "metrics.json",
+KIT_FILES = ("README.md", "recipe.yaml", "metrics.json", "pipeline.yaml",  # staged runs: every stage
              "reliability.png",  # calibrated runs
              "fusion.json", "fusion.safetensors")  # fusion runs: the fusion layer and how to combine
 PUBLISHABLE = MODEL_FILES + PROCESSOR_FILES + KIT_FILES

@@ -49,6 +49,10 @@ WEIGHT_TRANSFER = "weight_transfer.json"
 grown or new) and from which source tensor."""
 ENSEMBLE = "ensemble.json"
 """An ensemble run's members and how they combine (it holds no model of its own)."""
+PIPELINE = "pipeline.yaml"
+"""A staged run's whole recipe (``stages:``); its own ``recipe.yaml`` is the last stage's."""
+STAGES = "stages"
+"""A staged run's stages, each a run directory (``stages/1-NAME``) trained from the one before."""
 
 TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 """A task of a multi-task run: a folder (RUN/tasks/NAME) and a metric key (validation.NAME.f1)."""
@@ -352,6 +356,12 @@ def finish(stage: Path, run_dir: Path, overwrite: bool) -> None:
                        "are in %s", ", ".join(kept), trash / "run")
     else:
         shutil.rmtree(trash)
+
+
+def finish_in_place(folder: Path) -> None:
+    """Mark a run built where it stands (a pipeline, whose stages are runs inside it) finished."""
+    check_no_secrets(folder)
+    _write_marker(folder, {"state": "finished", "files": _files(folder)})
 
 
 def _files(folder: Path) -> list[str]:

@@ -44,20 +44,30 @@ def tiny_inputs(tmp_path_factory, tiny_model_dir, toy_data) -> dict:
 
 def tiny_overrides(recipe: dict, inputs: dict) -> list[str]:
     """Overrides that keep the recipe's strategy and settings but train a tiny model on tiny
-    data of each of its tasks, for one short epoch."""
-    sections = ({f"tasks.{name}": entry["task"]["type"] for name, entry in recipe["tasks"].items()}
-                if "tasks" in recipe else {"": recipe["task"]["type"]})
+    data of each of its tasks (each of its stages), for one short epoch."""
+    if "stages" in recipe:
+        sections = {f"stages.{stage['name']}": stage for stage in recipe["stages"]}
+    elif "tasks" in recipe:
+        sections = {f"tasks.{name}": {**entry, "strategy": recipe["strategy"]}
+                    for name, entry in recipe["tasks"].items()}
+    else:
+        sections = {"": recipe}
     overrides = []
-    for prefix, task_type in sections.items():
+    for prefix, section in sections.items():
+        at = prefix + "." if prefix else ""
+        task_type, strategy = section["task"]["type"], (section.get("strategy") or {}).get("name", "full")
         model, data = inputs[task_type]
         for split, path in data.items():
-            overrides.append(f"{prefix + '.' if prefix else ''}data.{split}={path}")
-        if "unlabeled" in (recipe.get("data") or {}):
-            overrides.append(f"data.unlabeled={data['train']}")
-        if recipe["strategy"]["name"] == "distill":
-            overrides.append(f"strategy.teacher={inputs['teacher'][task_type]}")
-        if recipe["strategy"]["name"] == "fusion":  # the same tiny classifier as the frozen source
-            overrides.append(f"strategy.source={inputs['teacher'][task_type]}")
+            if split in section["data"] or split == "train":
+                overrides.append(f"{at}data.{split}={path}")
+        if "unlabeled" in (section.get("data") or {}):
+            overrides.append(f"{at}data.unlabeled={data['train']}")
+        if "stages" in recipe:  # a stage's own train: wins over the pipeline's
+            overrides += [f"{at}train.num_train_epochs=1", f"{at}train.per_device_train_batch_size=8"]
+        if strategy == "distill":
+            overrides.append(f"{at}strategy.teacher={inputs['teacher'][task_type]}")
+        if strategy == "fusion":  # the same tiny classifier as the frozen source
+            overrides.append(f"{at}strategy.source={inputs['teacher'][task_type]}")
     if "config" not in recipe.get("model", {}):  # an inline config is tiny already
         overrides.append(f"model.name_or_path={model}")
     if "num_hidden_layers" in (recipe.get("model", {}).get("init") or {}):  # the tiny models have 2
@@ -70,9 +80,13 @@ def tiny_overrides(recipe: dict, inputs: dict) -> list[str]:
 def test_every_shipped_recipe_trains_a_few_steps(path, tiny_inputs, tmp_path, work):
     recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
     overrides = tiny_overrides(recipe, tiny_inputs)
+    last = recipe["stages"][-1] if "stages" in recipe else recipe
     setup = check(path, overrides)
-    assert setup.recipe.strategy_name == recipe["strategy"]["name"]
+    if "stages" in recipe:  # the pipeline and a setup per stage
+        setup = setup[1][-1]
+    strategy = (last.get("strategy") or {}).get("name", "full")
+    assert setup.recipe.strategy_name == strategy
     result = hftransfer.train(path, overrides, output_dir=tmp_path / "run")
-    assert result.metrics["strategy"] == recipe["strategy"]["name"]
+    assert result.metrics["strategy"] == strategy
     assert 0 < result.metrics["train"]["steps"] <= 16  # one epoch of 8-example batches
     assert (result.run_dir / "README.md").is_file() and (result.run_dir / "metrics.json").is_file()
