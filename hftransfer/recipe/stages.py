@@ -89,6 +89,7 @@ def load_staged(source: str | Path | dict[str, Any], overrides: list[str] | None
     data = _apply(data, names, list(overrides or []))
     check_tree(data)
     stages = data["stages"]
+    names = [str(s.get("name", f"stage{i}")) for i, s in enumerate(stages, 1)]  # an override may rename
     name = data.get("name", default_name) or "pipeline"
     for key, value in (("model", data.get("model")), ("train", data.get("train"))):
         if value is not None and not isinstance(value, (dict, str) if key == "model" else dict):
