@@ -76,7 +76,7 @@ def test_txt_run_lowers_perplexity_on_the_same_masks(mlm_run):
     assert after["perplexity"] < before["perplexity"] / 2
     assert after["loss"] == pytest.approx(torch.tensor(after["perplexity"]).log().item(), rel=0.2)
     card = (mlm_run / "README.md").read_text()
-    assert "pipeline_tag: fill-mask" in card and "perplexity" in card and "before training" in card
+    assert "pipeline_tag: fill-mask" in card and "perplexity" in card and "| validation (before training) |" in card
 
 
 def test_the_saved_decoder_is_the_embedding_matrix(mlm_run):
