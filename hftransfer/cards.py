@@ -185,6 +185,9 @@ def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | N
     baseline = metrics.get("baseline") if isinstance(metrics.get("baseline"), dict) else None
     baseline_splits = [s for s in ("validation", "test") if baseline and isinstance(baseline.get(s), dict)]
     result_rows = [(f"{split}", [_fmt(metrics[split].get(m)) for m in metric_names]) for split in splits]
+    before = metrics.get("before") if isinstance(metrics.get("before"), dict) else {}  # the model as built
+    result_rows += [(f"{split} (before training)", [_fmt(before[split].get(m)) for m in metric_names])
+                    for split in splits if isinstance(before.get(split), dict)]
     if baseline_splits:
         label = f"`{baseline.get('strategy', 'baseline')}` baseline"
         result_rows += [(f"{split} ({label})", [_fmt(baseline[split].get(m)) for m in metric_names])

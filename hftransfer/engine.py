@@ -94,12 +94,18 @@ def prepare(recipe: Recipe, checkpoints: Path) -> Setup:
     its task, strategy and training arguments; loads no weights and writes nothing."""
     task = task_for(recipe)
     strategy_cls = get_strategy(recipe.strategy_name)
+    for member in getattr(task, "members", {None: task}).values():
+        if member.strategies is not None and strategy_cls.name not in member.strategies:
+            raise HFTransferError(
+                f"strategy.name {strategy_cls.name!r} does not apply to task {member.name}; valid: "
+                f"{', '.join(member.strategies)}")
     strategy = strategy_cls(recipe.strategy_options, task)
     values = training_values(recipe.train, task.training_defaults, strategy.defaults)
     args = make_training_arguments(values, str(checkpoints))
     data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
     config = network_config(recipe.model)
     for member in getattr(task, "members", {None: task}).values():
+        member.check_model(config, recipe.model)
         check_buildable(member.auto_class, config, recipe.model)
     strategy.check_model(config)
     splits = task.load_splits(recipe.data, data_seed)
@@ -237,8 +243,13 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
         processing_class=setup.processor,
         data_collator=collator,
         compute_metrics=task.compute_metrics(splits.labels),
-        callbacks=strategy.callbacks(),
+        preprocess_logits_for_metrics=task.preprocess_logits(),
+        callbacks=strategy.callbacks() + task.callbacks(strategy),
     )
+    before = None
+    if task.evaluates_before_training and "validation" in evals:  # the model as built, same inputs
+        before = {"validation": task.shape_metrics(task_metrics(
+            trainer.evaluate(evals["validation"], metric_key_prefix="validation"), "validation"))}
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if output.global_step == 0:
         raise HFTransferError(
@@ -264,6 +275,8 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
     # Model selection happened on validation; test is read once, here, at the very end.
     for name, ds in evals.items():
         metrics[name] = task.shape_metrics(task_metrics(trainer.evaluate(ds, metric_key_prefix=name), name))
+    if before is not None:
+        metrics["before"] = before
     metrics["params"] = params
     if strategy.transfer_summary is not None:
         metrics["init"] = strategy.transfer_summary
@@ -438,12 +451,14 @@ def _encoded_split(run: LoadedRun, name: str | None, split: str, data: str | Non
 
 def _inference_trainer(run: LoadedRun, task: Any, model: Any, labels: list[str], scratch: str) -> Trainer:
     args = TrainingArguments(output_dir=scratch, report_to="none",
-                             per_device_eval_batch_size=64, disable_tqdm=True,
+                             per_device_eval_batch_size=task.training_defaults.get("per_device_eval_batch_size", 64),
+                             disable_tqdm=True,
                              dataloader_pin_memory=torch.cuda.is_available(),
                              remove_unused_columns=task.training_defaults.get("remove_unused_columns", True))
     trainer = Trainer(model=model, args=args, processing_class=run.processor,
                       data_collator=task.collator(run.processor),
-                      compute_metrics=task.compute_metrics(labels))
+                      compute_metrics=task.compute_metrics(labels),
+                      preprocess_logits_for_metrics=task.preprocess_logits())
     for callback in (PrinterCallback, ProgressCallback):  # stdout carries only our JSON
         trainer.remove_callback(callback)
     return trainer

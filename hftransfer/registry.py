@@ -27,6 +27,7 @@ BUILTIN_TASKS = {
     "token-classification": "hftransfer.tasks.token",
     "image-classification": "hftransfer.tasks.image",
     "audio-classification": "hftransfer.tasks.audio",
+    "masked-lm": "hftransfer.tasks.masked_lm",
 }
 BUILTIN_STRATEGIES = {
     "full": "hftransfer.strategies.finetune",

@@ -41,6 +41,11 @@ class Task:
     """Where feature-extraction reads this task's features: ``pooled`` (the encoder's first-token
     output, through the model's own classification head), ``output-layer`` (what the model's
     output layer receives) or ``per-token`` (that, for every labelled token)."""
+    strategies: ClassVar[tuple[str, ...] | None] = None
+    """The strategies that make sense for this task (None: every one); others fail at validation."""
+    evaluates_before_training: ClassVar[bool] = False
+    """Whether the engine also scores the model as built, before training, on the validation split
+    (metrics.json ``before``): what training bought, on the same held-out inputs."""
     processor_auto_class: ClassVar[str] = "AutoTokenizer"
     pipeline_processor_arg: ClassVar[str] = "tokenizer"
     """How plain transformers loads the processor and hands it to ``pipeline()`` (model cards)."""
@@ -143,6 +148,15 @@ class Task:
         """The names :meth:`compute_metrics` reports (``metric_for_best_model`` picks one)."""
         raise NotImplementedError
 
+    def preprocess_logits(self) -> Callable | None:
+        """The Trainer's ``preprocess_logits_for_metrics``: what evaluation keeps of each batch's
+        outputs for :meth:`compute_metrics` (None: the logits)."""
+        return None
+
+    def callbacks(self, strategy: Any) -> list:
+        """TrainerCallbacks the task needs beside the strategy's (warming up a new head)."""
+        return []
+
     def predict(self, model: Any, processor: Any, inputs: list[Any], batch_size: int = 32) -> list[Any]:
         raise NotImplementedError
 
@@ -151,6 +165,9 @@ class Task:
         return f"{result['label']}\t{result['score']:.4f}\t{shown}"
 
     # --- models -----------------------------------------------------------------------------
+    def check_model(self, config: Any, spec: "ModelSpec") -> None:
+        """Checks of the source model's config for this task, before any weights load."""
+
     def model_kwargs(self, labels: list[str]) -> dict[str, Any]:
         """Config overrides that size the head for the target labels."""
         return {

@@ -149,6 +149,14 @@ class TaskSet:
     def collator(self, processor: Any) -> MultiTaskCollator:
         return MultiTaskCollator([self.members[name].collator(processor) for name in self.names])
 
+    evaluates_before_training = False
+
+    def preprocess_logits(self) -> None:
+        return None  # every member task keeps its logits
+
+    def callbacks(self, strategy: Any) -> list:
+        return []
+
     def metric_names(self, labels: dict[str, list[str]]) -> list[str]:
         return ["combined"] + [f"{name}.{metric}" for name, task in self.members.items()
                                for metric in ["loss", *task.metric_names(labels[name])]]
