@@ -243,3 +243,27 @@ def test_resume_after_kill_in_the_second_stage(tiny_model_dir, toy_data, topic_d
     assert b["train"]["steps"] == a["train"]["steps"] == 40
     assert abs(a["test"]["accuracy"] - b["test"]["accuracy"]) <= 0.01
     assert b["forgetting"]["sentiment"]["after"] == pytest.approx(a["forgetting"]["sentiment"]["after"], abs=0.07)
+
+
+def test_masked_lm_stage_then_classification(tiny_model_dir, toy_data, tmp_path):
+    """Domain-adaptive pretraining as a first stage: the classifier starts from the adapted
+    encoder; the unsupervised stage has no forgetting entry (it has no task head to re-attach)."""
+    recipe = staged(tiny_model_dir, toy_data, toy_data)
+    recipe["stages"][0] = {"name": "adapt", "task": {"type": "masked-lm", "text_column": "text"},
+                           "data": {"train": str(toy_data / "train.csv"),
+                                    "validation": str(toy_data / "validation.csv")},
+                           "train": {"learning_rate": 1e-3, "eval_strategy": "no"}}
+    result = api.train(recipe, output_dir=tmp_path / "pipe")
+    adapt = tmp_path / "pipe" / "stages" / "1-adapt"
+    rows = result.metrics["stages"]
+    assert [r["task"] for r in rows] == ["masked-lm", "text-classification"]
+    assert rows[0]["metric"] == "perplexity" and rows[1]["head"] == "new"
+    assert result.metrics["forgetting"] == {}
+    adapted = load_file(adapt / "model.safetensors")
+    start = load_file(tmp_path / "pipe" / "stages" / "2-topic" / "model.safetensors")
+    assert yaml.safe_load((tmp_path / "pipe" / "stages" / "2-topic" / "recipe.yaml").read_text())[
+        "model"]["name_or_path"] == str(adapt)
+    # The classifier's encoder moved away from the adapted one (it trained), but it started there:
+    # the tensors that the classification stage does not train from scratch exist in both.
+    assert {k for k in adapted if k.startswith("bert.encoder")} <= set(start)
+    assert api.predict(tmp_path / "pipe", ["the film was good"])[0]["label"] in ("negative", "positive")
