@@ -38,7 +38,8 @@ def tiny_inputs(tmp_path_factory, tiny_model_dir, toy_data) -> dict:
     teacher = root / "teacher"
     hftransfer.train(tiny_recipe_dict(tiny_model_dir, toy_data, "full", train={"num_train_epochs": 1}),
                      output_dir=teacher)
-    return {"text-classification": (tiny_model_dir, text), "token-classification": (tiny_model_dir, tokens),
+    return {"text-classification": (tiny_model_dir, text), "masked-lm": (tiny_model_dir, text),
+            "token-classification": (tiny_model_dir, tokens),
             "image-classification": (vit, pictures), "teacher": {"text-classification": teacher}}
 
 
