@@ -40,7 +40,8 @@ class Splits:
     test: "datasets.Dataset | None"
     labels: list[str]
     unlabeled: "datasets.Dataset | None" = None
-    """Inputs without labels (``data.unlabeled``): a transfer set a teacher labels."""
+    """Inputs without labels (``data.unlabeled``): a transfer set a teacher labels (distill), or
+    the target domain's inputs (dann)."""
     unlabeled_dropped: int = 0
     """Inputs of ``data.unlabeled`` left out because they are also validation or test inputs."""
 

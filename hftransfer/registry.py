@@ -38,6 +38,7 @@ BUILTIN_STRATEGIES = {
     "multitask": "hftransfer.strategies.multitask",
     "distill": "hftransfer.strategies.distill",
     "fusion": "hftransfer.strategies.fusion",
+    "dann": "hftransfer.strategies.dann",
 }
 
 

@@ -99,7 +99,8 @@ class DataSpec:
     """Seed for splits and budgets; defaults to ``train.seed``."""
     unlabeled: str | None = None
     """Inputs without labels (a file of texts, an image or audio folder): a transfer set that
-    the teacher of strategy ``distill`` labels with its outputs."""
+    the teacher of strategy ``distill`` labels with its outputs, or the target domain's inputs
+    that strategy ``dann`` aligns the source's features with."""
 
     def __post_init__(self) -> None:
         for key in ("train", "validation", "test", "dataset", "dataset_config", "unlabeled"):
@@ -277,7 +278,8 @@ def validate(recipe: Recipe) -> Recipe:
     )
     if recipe.is_multitask != bool(getattr(strategy_cls, "multitask", False)):
         raise HFTransferError(
-            "a recipe with tasks: trains with strategy.name: multitask" if recipe.is_multitask else
+            f"a recipe with tasks: trains with strategy.name: multitask; strategy {recipe.strategy['name']!r} "
+            "trains one task: give it task: and data:" if recipe.is_multitask else
             f"strategy {recipe.strategy['name']!r} trains several tasks: give them as "
             "tasks: {NAME: {task: {...}, data: {...}}, ...} instead of task: and data:"
         )
@@ -286,8 +288,9 @@ def validate(recipe: Recipe) -> Recipe:
     for where, data in sections:
         if data.unlabeled is not None and not strategy_cls.reads_unlabeled:
             raise HFTransferError(
-                f"{where}.unlabeled is a transfer set that a teacher labels (strategy distill); strategy "
-                f"{recipe.strategy['name']!r} does not read it: remove it or use strategy distill")
+                f"{where}.unlabeled holds inputs without labels, read by strategy distill (a transfer set its "
+                f"teacher labels) or strategy dann (the target domain's inputs); strategy "
+                f"{recipe.strategy['name']!r} does not read it: remove it or use one of those")
     strategy_cls.validate_recipe(recipe)
     recipe.train = validate_training_arguments(recipe.train)
     if recipe.name is not None and not recipe.name.strip():
