@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, SequentialSampler
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from .errors import HFTransferError
 
@@ -161,7 +161,24 @@ class TransferTrainer(Trainer):
                     })
         optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
         self.optimizer = optimizer_cls(param_groups, **kwargs)
+        inside = {id(p) for p in self.model.parameters()}
+        outside = [p for named, _ in groups for _, p in named if id(p) not in inside]
+        if outside:
+            self.add_callback(_ZeroOutsideGradients(outside))
         return self.optimizer
+
+
+class _ZeroOutsideGradients(TrainerCallback):
+    """The Trainer zeroes the model's gradients after each optimizer step; the parameters a
+    strategy trains outside the model (a distillation projection, a domain classifier) would
+    otherwise add every step's gradient to all the earlier ones."""
+
+    def __init__(self, params: list[torch.nn.Parameter]):
+        self.params = params
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        for param in self.params:
+            param.grad = None
 
 
 @contextmanager

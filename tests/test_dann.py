@@ -103,6 +103,7 @@ def test_the_domain_head_trains_with_the_optimizer(tiny_model_dir, toy_data, tar
 
     def create(self, model=None):
         optimizer = original_create(self, model)
+        seen["lr"] = sorted({group["lr"] for group in optimizer.param_groups})
         seen["optimized"] = {id(p) for group in optimizer.param_groups for p in group["params"]}
         return optimizer
 
@@ -117,6 +118,10 @@ def test_the_domain_head_trains_with_the_optimizer(tiny_model_dir, toy_data, tar
     head = list(seen["strategy"].domain_head.parameters())
     assert {id(p) for p in head} <= seen["optimized"]
     assert all(not torch.equal(p.detach().cpu(), p0) for p, p0 in zip(head, seen["initial"]))
+    # Its gradients are cleared after every optimizer step, as the model's are (the Trainer
+    # clears only the model's): the last step's are gone, not summed into the next.
+    assert all(p.grad is None for p in head)
+    assert seen["lr"][-1] == pytest.approx(10 * seen["lr"][0])  # domain_learning_rate_scale
 
 
 def test_lambda_zero_trains_exactly_as_full(tiny_model_dir, toy_data, target_texts, tmp_path):

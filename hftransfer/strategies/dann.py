@@ -95,11 +95,19 @@ class DomainAdversarial(FullFineTune):
         """The gradient reversal's strength at the end of training (0 = no adaptation: ``full``)."""
         domain_hidden_size: int = 256
         """The width of the domain classifier's hidden layer (Linear → ReLU → Linear)."""
+        domain_learning_rate_scale: float = 10.0
+        """The domain classifier's learning rate as a multiple of the encoder's. A fresh classifier
+        at a fine-tuning learning rate cannot follow the encoder that the reversal pushes against
+        it: it ends confidently wrong (accuracy far below 0.5) rather than unable to tell."""
 
         def __post_init__(self) -> None:
             super().__post_init__()
             if isinstance(self.lambda_max, bool) or not (math.isfinite(self.lambda_max) and self.lambda_max >= 0):
                 raise HFTransferError(f"strategy.lambda_max must be a number >= 0, got {self.lambda_max!r}")
+            scale = self.domain_learning_rate_scale
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+                raise HFTransferError(
+                    f"strategy.domain_learning_rate_scale must be a number > 0, got {scale!r}")
             if isinstance(self.domain_hidden_size, bool) or not isinstance(self.domain_hidden_size, int) \
                     or self.domain_hidden_size < 1:
                 raise HFTransferError(
@@ -151,7 +159,8 @@ class DomainAdversarial(FullFineTune):
         groups = super().parameter_groups(model)
         if groups is None:
             groups = [([(n, p) for n, p in model.named_parameters() if p.requires_grad], 1.0)]
-        return groups + [([(f"dann.domain_head.{n}", p) for n, p in self.domain_head.named_parameters()], 1.0)]
+        return groups + [([(f"dann.domain_head.{n}", p) for n, p in self.domain_head.named_parameters()],
+                          float(self.options.domain_learning_rate_scale))]
 
     def callbacks(self):
         return [*super().callbacks(), _DomainCallback(self)]
@@ -217,6 +226,7 @@ class DomainAdversarial(FullFineTune):
         out.update({
             "lambda_max": self.options.lambda_max,
             "domain_hidden_size": self.options.domain_hidden_size,
+            "domain_learning_rate_scale": self.options.domain_learning_rate_scale,
             "target_inputs": len(self.target) if self.target is not None else 0,
             "final_domain_accuracy": accuracies[-1] if accuracies else None,
             "domain_accuracy": accuracies,
@@ -251,10 +261,6 @@ class _DomainCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.strategy.progress = state.global_step / max(state.max_steps, 1)
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        # The Trainer zeroes the model's gradients only: the domain classifier's would pile up.
-        self.strategy.domain_head.zero_grad(set_to_none=True)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         accuracy = self.strategy.epoch_accuracy()
