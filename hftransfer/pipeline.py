@@ -83,7 +83,13 @@ def _open(run_dir: Path, staged: StagedRecipe, *, overwrite: bool, resume: bool)
     marker = rundir.read_marker(run_dir) if run_dir.is_dir() and not run_dir.is_symlink() else None
     interrupted = marker is not None and marker.get("state") == "training" \
         and "pipeline" in (marker.get("record") or {})
+    record = {"pipeline": staged.name, "stages": staged.stage_names}
     if interrupted and not overwrite:
+        if marker["record"] != record:
+            raise HFTransferError(
+                f"{str(run_dir)!r} holds an interrupted pipeline of other stages "
+                f"({', '.join(map(str, marker['record'].get('stages') or [])) or '?'}); continue it with its own "
+                "recipe, start over with --overwrite, or choose another --output-dir")
         held = rundir.Stage(run_dir)
         held.hold()
         return held
@@ -92,7 +98,7 @@ def _open(run_dir: Path, staged: StagedRecipe, *, overwrite: bool, resume: bool)
     rundir.check_output_dir(run_dir, overwrite=overwrite, resume=False)
     if run_dir.exists() and any(run_dir.iterdir()):
         logger.warning("--overwrite: the pipeline in %s is replaced; its stages train again", run_dir)
-    return rundir.open_stage(run_dir, {"pipeline": staged.name})
+    return rundir.open_stage(run_dir, record)
 
 
 def _train_stage(name: str, recipe: Any, stage_dir: Path, resume: bool) -> None:

@@ -139,9 +139,12 @@ def test_a_rerun_keeps_finished_stages_and_refuses_a_changed_one(tiny_model_dir,
     from hftransfer import rundir
 
     rundir.write_json(out / rundir.MARKER, {"made_by": "hftransfer", "state": "training",
-                                            "record": {"pipeline": "two-stages"}})
+                                            "record": {"pipeline": "two-stages", "stages": ["sentiment", "topic"]}})
     with pytest.raises(HFTransferError, match="stage sentiment .* another recipe .*--overwrite"):
         api.train(recipe, ["stages.sentiment.train.learning_rate=2e-3"], output_dir=out)
+    # Nor is an interrupted pipeline of other stages continued with this one's.
+    with pytest.raises(HFTransferError, match="interrupted pipeline of other stages .*--overwrite"):
+        api.train(recipe, ["stages.topic.name=other"], output_dir=out)
 
 
 def test_overrides_address_one_stage_by_name_or_number(tiny_model_dir, toy_data, topic_data):
