@@ -36,7 +36,13 @@ def check(source: str | Path | dict, overrides: list[str] | None = None) -> tupl
     """Every check ``train`` makes before it loads weights, for every stage (``hftransfer
     validate``): each stage's data, columns and processor, against the pipeline's source."""
     staged = load_staged(source, overrides)
-    return staged, [engine.check(recipe) for recipe in staged.stages]
+    setups = []
+    for i, (name, recipe) in enumerate(zip(staged.stage_names, staged.stages), 1):
+        try:
+            setups.append(engine.check(recipe))
+        except HFTransferError as exc:
+            raise HFTransferError(f"stages[{i}] ({name}): {exc}") from None
+    return staged, setups
 
 
 def train(source: str | Path | dict, overrides: list[str] | None = None, output_dir: str | Path | None = None,

@@ -192,6 +192,18 @@ def test_bad_staged_recipes_fail_before_anything_is_written(change, needles, tin
     refused(capsys, tmp_path, ["train", path, "--output-dir", tmp_path / "out"], *needles)
 
 
+def test_a_masked_lm_stage_needs_a_vocabulary(toy_data, tmp_path, capsys):
+    recipe = staged(tmp_path, toy_data, toy_data)
+    recipe["model"] = {"config": {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2, "intermediate_size": 64, "image_size": 16,
+                                  "patch_size": 8}}
+    recipe["stages"] = [{"name": "adapt", "task": {"type": "masked-lm"}, "data": {"train": str(toy_data / "train.csv")}},
+                        {"name": "pictures", "task": {"type": "masked-lm"}, "data": {"train": str(toy_data / "train.csv")}}]
+    path = tmp_path / "staged.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    refused(capsys, tmp_path, ["train", path, "--output-dir", tmp_path / "out"], "stages[1] (adapt)", "vit")
+
+
 def test_a_pipeline_cannot_start_from_its_own_output(tiny_model_dir, toy_data, topic_data, tmp_path, capsys):
     recipe = staged(tmp_path / "out" / "stages" / "1-sentiment", toy_data, topic_data)
     (tmp_path / "out" / "stages" / "1-sentiment").mkdir(parents=True)
