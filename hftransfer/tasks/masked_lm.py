@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data import read_files, read_text, resolve_files
 from ..errors import HFTransferError
-from ..models import load_text_processor, position_limit
+from ..models import load_text_processor, position_limit, public_name
 from ..registry import register_task
 from .base import Task, check_columns, max_text_length, text_problem
 
@@ -124,7 +124,7 @@ class MaskedLM(Task):
         known = type(config) in AutoModelForMaskedLM._model_mapping
         if not known or not getattr(text, "vocab_size", None) or getattr(config, "model_type", "") in AUDIO_TYPES:
             raise HFTransferError(
-                f"model {spec.name_or_path!r} is a {getattr(config, 'model_type', '?')} model, not a text "
+                f"model {public_name(spec)!r} is a {getattr(config, 'model_type', '?')} model, not a text "
                 "encoder with a vocabulary; task masked-lm needs one with a masked-LM class (BERT, "
                 "RoBERTa, DistilBERT, DeBERTa, ModernBERT, ...)")
 
