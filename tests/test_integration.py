@@ -12,6 +12,7 @@ import pytest
 
 from hftransfer.cli import main
 from hftransfer.recipe import load_recipe
+from hftransfer.recipe.stages import is_staged, load_staged
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (REPO / "recipes").glob("**/*.yaml") if "accelerate" not in p.parts)
@@ -21,7 +22,7 @@ RECIPES = sorted(p for p in (REPO / "recipes").glob("**/*.yaml") if "accelerate"
 def test_every_shipped_recipe_validates_and_names_its_command(path):
     first_line = path.read_text(encoding="utf-8").splitlines()[0]
     assert first_line.startswith("# hftransfer train ") and path.name in first_line
-    load_recipe(path)
+    load_staged(path) if is_staged(path) else load_recipe(path)
 
 
 @pytest.mark.slow

@@ -240,6 +240,10 @@ def load_recipe(
     check_tree(data)  # before the overrides copy it: a value that holds itself, or nests too deep
     data = apply_overrides(data, list(overrides or []))
     check_tree(data)
+    if "stages" in data:
+        raise HFTransferError(
+            "this is a staged recipe (stages:): `hftransfer train` (hftransfer.train) runs its stages in "
+            "order; a stage's own recipe is read with the pipeline (hftransfer.recipe.stages.load_staged)")
     if "model" in data and data["model"] is None:
         raise HFTransferError("model: is empty; leave the section out for the embedded MiniLM, or give "
                               "model.name_or_path")
