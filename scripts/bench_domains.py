@@ -39,7 +39,7 @@ STAGED = REPO / "recipes" / "staged-sst2-cr.yaml"
 TAPT = REPO / "recipes" / "cr-tapt.yaml"
 DANN = REPO / "recipes" / "sst2-cr-dann.yaml"
 CONDITIONS = ("direct", "sst2", "mr", "tapt")
-DANN_DATA = ["data.max_train_samples=2000"]  # of SST-2's 6,920 labelled sentences: 2 cores
+DANN_DATA = ["data.max_train_samples=1000"]  # of SST-2's 6,920 labelled sentences: 2 cores
 QUIET = ["train.disable_tqdm=true", "train.save_only_model=true"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -184,7 +184,7 @@ def render(results: dict) -> str:
     dann = results.get("dann", {})
     if dann:
         text += ("\n\nDomain-adversarial training (`recipes/sst2-cr-dann.yaml`: SST-2 labelled, CR training texts "
-                 "unlabelled, 2,000 SST-2 sentences, model selection on SST-2 validation, no CR labels anywhere), CR test accuracy:\n\n"
+                 "unlabelled, 1,000 SST-2 sentences, model selection on SST-2 validation, no CR labels anywhere), CR test accuracy:\n\n"
                  "| strategy | seeds | SST-2 validation acc | CR test acc | domain-classifier accuracy, last epoch |\n"
                  "|---|---|---|---|---|\n")
         for kind, label in (("source-only", "full (no domain adversary)"), ("dann", "dann")):
