@@ -39,8 +39,10 @@ from random weights."""
 
 @register_task("masked-lm")
 class MaskedLM(Task):
-    """Masked language modelling (fill-mask) on unlabelled text: ``text_column`` of csv/json/
-    jsonl/parquet files, or ``.txt`` files of one text a line (blank lines skipped)."""
+    """Masked-LM pretraining (fill-mask) on unlabelled text, to adapt an encoder to a domain.
+
+    The texts are ``text_column`` of csv/json/jsonl/parquet files, or ``.txt`` files of one text a
+    line (blank lines skipped)."""
 
     auto_class_name = "AutoModelForMaskedLM"
     pipeline_tag = "fill-mask"
