@@ -65,6 +65,11 @@ def train(source: str | Path | dict, overrides: list[str] | None = None, output_
             _train_stage(name, recipe, stage_dirs[-1], resume)
         metrics = _pipeline_metrics(staged, stage_dirs)
         _write_pipeline(run_dir, staged, stage_dirs[-1], metrics)
+    except HFTransferError:
+        stages = run_dir / rundir.STAGES
+        if not stages.is_dir() or not any(stages.iterdir()):  # no stage (or resumable part of one) to keep
+            held.discard()
+        raise
     finally:
         held.release()
     return RunResult(run_dir=run_dir, metrics=metrics)

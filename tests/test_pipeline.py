@@ -282,3 +282,16 @@ def test_masked_lm_stage_then_classification(tiny_model_dir, toy_data, tmp_path)
     # the tensors that the classification stage does not train from scratch exist in both.
     assert {k for k in adapted if k.startswith("bert.encoder")} <= set(start)
     assert api.predict(tmp_path / "pipe", ["the film was good"])[0]["label"] in ("negative", "positive")
+
+
+def test_a_pipeline_whose_first_stage_fails_leaves_nothing(tiny_model_dir, toy_data, topic_data, tmp_path,
+                                                          monkeypatch):
+    from hftransfer import engine
+
+    def failing(recipe, *args, **kwargs):
+        raise HFTransferError("training left non-finite weights")
+
+    monkeypatch.setattr(engine, "train", failing)
+    with pytest.raises(HFTransferError, match="non-finite"):
+        api.train(staged(tiny_model_dir, toy_data, topic_data), output_dir=tmp_path / "runs" / "pipe")
+    assert not (tmp_path / "runs").exists()
