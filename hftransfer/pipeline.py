@@ -26,6 +26,8 @@ from .models import is_hub_id
 from .recipe import load_recipe
 from .recipe.stages import StagedRecipe, is_staged, load_staged, stage_recipe
 from .registry import get_task
+from .strategies.base import head_params
+from .strategies.peft import merge_adapter
 
 logger = logging.getLogger("hftransfer")
 
@@ -181,10 +183,11 @@ def forgetting(staged: StagedRecipe, stage_dirs: list[Path], stages: list[dict[s
             continue  # unsupervised (masked-LM) or without a validation split: nothing to re-measure
         run = engine.load_run(directory)
         model = _plain_model(run.model)
+        head = head_params(model, task)
         replaced = kept = 0
         with torch.no_grad():
             for key, tensor in model.state_dict().items():
-                if key.split(".")[0] in task.head_prefixes:
+                if key in head:
                     continue
                 if key in final and final[key].shape == tensor.shape:
                     tensor.copy_(final[key])
@@ -205,7 +208,9 @@ def forgetting(staged: StagedRecipe, stage_dirs: list[Path], stages: list[dict[s
 
 def _plain_model(model: Any) -> Any:
     """A stage's model as plain ``transformers`` (an adapter merged into its base, in memory)."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    if not hasattr(model, "peft_config"):
+        return model
+    return merge_adapter(model, "forgetting", "the stages are finished in stages/; measure it by hand")
 
 
 # --------------------------------------------------------------------------- the pipeline's own files

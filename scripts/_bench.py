@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import statistics
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -18,3 +19,11 @@ def update_section(title: str, command: str, body: str) -> None:
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     BENCHMARKS.write_text(text, encoding="utf-8")
+
+
+def mean_std(values: list[float]) -> str:
+    """Accuracies (fractions) as percentage points: mean ± standard deviation over seeds."""
+    if not values:
+        return "–"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"

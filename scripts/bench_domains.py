@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "runs" / "bench-domains"
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import update_section  # noqa: E402
+from _bench import mean_std, update_section  # noqa: E402
 
 STAGED = REPO / "recipes" / "staged-sst2-cr.yaml"
 TAPT = REPO / "recipes" / "cr-tapt.yaml"
@@ -148,13 +147,6 @@ def dann_cell(kind: str, seed: int) -> dict:
     if m["strategy"] == "dann":
         out["dann"] = m["transfer"]
     return out
-
-
-def mean_std(values: list[float], scale: float = 100) -> str:
-    if not values:
-        return "–"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{scale * statistics.mean(values):.1f} ± {scale * std:.1f}"
 
 
 def render(results: dict) -> str:

@@ -35,7 +35,7 @@ DATA = REPO.parent / "shared" / "data"
 SOURCE = "runs/sst2-full"
 PROBE = "runs/sst2-probe"
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import update_section  # noqa: E402
+from _bench import mean_std, update_section  # noqa: E402
 
 RECIPE = "recipes/cr-fusion.yaml"
 METHODS = {"target-only": ["strategy={name: full}"], "logits": [], "features": ["strategy.combine=features"]}
@@ -151,13 +151,6 @@ def soup(results: dict) -> dict:
     return {"soup": {"validation": m["validation"], "test": m["test"], "used": m["soup"]["used"],
                      "uniform": m["soup"]["uniform"], "greedy": m["soup"]["greedy"]},
             "best": {"run": best.name, "validation": metrics_of(best)["validation"], "test": metrics_of(best)["test"]}}
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
 
 
 def render(results: dict) -> str:
