@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from . import engine, pipeline
+from .comparison import CompareResult, render_report
+from .comparison import compare as _compare
 from .cards import write_cards
 from .engine import LoadedRun, RunResult, evaluate_run, load_run, run_task
 from .errors import HFTransferError
@@ -24,11 +26,13 @@ from .registry import all_strategies, all_tasks
 
 __all__ = [
     "CalibrationResult",
+    "CompareResult",
     "LoadedRun",
     "PushResult",
     "RunResult",
     "calibrate",
     "check",
+    "compare",
     "ensemble",
     "interpolate",
     "evaluate",
@@ -37,6 +41,7 @@ __all__ = [
     "load_run",
     "predict",
     "push",
+    "report",
     "run_task",
     "soup",
     "strategies",
@@ -66,6 +71,29 @@ def check(recipe: Any, overrides: list[str] | None = None) -> Any:
     recipe's :class:`~hftransfer.engine.Setup`, or for a staged recipe the pipeline and a
     Setup per stage."""
     return pipeline.check(recipe, overrides) if pipeline.is_staged(recipe) else engine.check(recipe, overrides)
+
+
+def compare(recipe: Any, *, strategies: str | list[str] | None = None, sources: str | list[str] | None = None,
+            budgets: str | list[Any] = "all", seeds: int = 3, scratch: bool = True, min_steps: int = 50,
+            overrides: list[str] | None = None, output_dir: str | Path | None = None, backend: str = "local",
+            address: str | None = None, cpus_per_cell: int = 1, progress: bool = True) -> CompareResult:
+    """Train a grid of cells — each strategy (or source model) × label budget × seed, the
+    ``scratch`` baseline among them unless ``scratch=False`` — and write its results and report
+    (see :mod:`hftransfer.comparison`). A rerun into the same ``output_dir`` trains only the cells
+    that are not finished. ``overrides`` are ``key=value`` for every cell, ``ARM:key=value`` for one.
+
+    >>> result = hftransfer.compare("recipes/sst2-compare.yaml", strategies="full,lora",
+    ...                             budgets="16,64", seeds=3)
+    >>> result.results["cells"][0]["test"]
+    """
+    return _compare(recipe, strategies=strategies, sources=sources, budgets=budgets, seeds=seeds,
+                    scratch=scratch, min_steps=min_steps, overrides=overrides, output_dir=output_dir,
+                    backend=backend, address=address, cpus_per_cell=cpus_per_cell, progress=progress)
+
+
+def report(directory: str | Path) -> list[Path]:
+    """Render a comparison's ``report.md`` and ``report.html`` again from its ``results.json``."""
+    return render_report(directory)
 
 
 def evaluate(run_dir: str | Path, split: str = "test", data: str | None = None,

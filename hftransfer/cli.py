@@ -57,6 +57,24 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    result = _api().compare(args.recipe, strategies=args.strategies, sources=args.sources,
+                            budgets=args.label_budgets, seeds=args.seeds, scratch=not args.no_scratch,
+                            min_steps=args.min_steps, overrides=args.overrides, output_dir=args.output_dir,
+                            backend=args.backend, address=args.address, cpus_per_cell=args.cpus_per_cell)
+    cells = result.results["cells"]
+    print(f"comparison in {result.directory}: {len(cells)} cells ({result.trained} trained now)")
+    for path in result.report:
+        print(f"  {path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    for path in _api().report(args.directory):
+        print(path)
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     print(json.dumps(_api().evaluate(args.run_dir, split=args.split, data=args.data, task=args.task), indent=2))
     return 0
@@ -239,6 +257,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_validate)
 
+    p = sub.add_parser(
+        "compare", help="train strategies (or sources) x label budgets x seeds and report what each bought",
+        description="Train a grid of cells, each a run directory in the comparison's directory: every "
+        "strategy (or source model) at every label budget with every seed, the scratch baseline among "
+        "them. Every cell of one budget and seed sees the same data (the same N examples of each label, "
+        "the same validation split); model selection uses validation only, and test is read once per "
+        "cell. A rerun trains only the cells that are not finished. Writes results.json, results.csv, "
+        "report.md and report.html.")
+    p.add_argument("recipe", help="YAML recipe file (its task, data, model and training settings)")
+    p.add_argument("overrides", nargs="*",
+                   help="key.path=value for every cell; ARM:key.path=value for one arm (e.g. "
+                   "lora:train.learning_rate=2e-3)")
+    p.add_argument("--strategies", help="comma-separated strategies (default: the recipe's)")
+    p.add_argument("--sources", help="comma-separated source models (Hub ids, directories, run "
+                   "directories, embedded) to transfer from (default: the recipe's model)")
+    p.add_argument("--label-budgets", default="all",
+                   help="comma-separated training examples per label, and/or all (default all)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3: 0, 1, 2)")
+    p.add_argument("--no-scratch", action="store_true", help="leave out the scratch baseline")
+    p.add_argument("--min-steps", type=int, default=50,
+                   help="train every cell at least this many optimizer steps (small budgets repeat "
+                   "their examples; default 50, 0 = the recipe's epochs as they are)")
+    p.add_argument("--output-dir", help="the comparison's directory (default runs/<recipe name>-compare)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="run cells one after another here (default), or as tasks on Ray")
+    p.add_argument("--address", help="--backend ray: the cluster's address (default: start a local one)")
+    p.add_argument("--cpus-per-cell", type=int, default=1, help="--backend ray: cores per cell (default 1)")
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("report", help="render a comparison's report again from its results.json")
+    p.add_argument("directory", help="a comparison directory (hftransfer compare --output-dir)")
+    p.set_defaults(func=_report)
+
     p = sub.add_parser("evaluate", help="metrics of a run on a split or a data file")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", help="train, validation or test (default test)")
@@ -376,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # Positionals after an option (`predict RUN --json "text"`, `train R --overwrite k=v`) are
     # left over by argparse; they belong to the command's trailing list.
-    trailing = {"predict": "texts", "train": "overrides", "validate": "overrides"}.get(args.command)
+    trailing = {"predict": "texts", "train": "overrides", "validate": "overrides", "compare": "overrides"}.get(args.command)
     if extra:
         if trailing is None or any(e.startswith("-") and e != "-" for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -167,6 +167,7 @@ def train(
     rundir.check_output_dir(run_dir, overwrite=overwrite, resume=resume)
     stage = rundir.staging_dir(run_dir)
     started = time.perf_counter()
+    reset_peak_rss()
     setup = prepare(recipe, stage / rundir.CHECKPOINTS)
     check_distributed(setup.values)
     main = is_main_process()
@@ -318,9 +319,27 @@ def _write_run(held: rundir.Stage, run_dir: Path, setup: Setup, trainer: Trainer
 
 
 
+def reset_peak_rss() -> None:
+    """Start the peak-memory count again (Linux), so that runs one after another in one process
+    (``compare``) each report their own peak, not the largest of all before them."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # 5: reset the resident-set high-water mark
+    except OSError:
+        pass  # not Linux, or not allowed: the peak then counts from the start of the process
+
+
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident memory of this process in MiB since :func:`reset_peak_rss` (else since it
+    started)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux reports KiB, macOS bytes
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 

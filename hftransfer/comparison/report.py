@@ -1,0 +1,6 @@
+"""Placeholder until the report lands."""
+from pathlib import Path
+
+
+def render_report(directory):
+    return []
