@@ -14,6 +14,7 @@ test split, read once per cell (on validation, said so, when the recipe has no t
 from __future__ import annotations
 
 import io
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -73,8 +74,8 @@ def _problem(data: Any) -> str | None:
     if not isinstance(comp.get("metric"), str) or not comp["metric"]:
         return "comparison.metric must be a metric name"
     arms = comp.get("arms")
-    if not isinstance(arms, list) or not arms or not all(isinstance(a, dict) and isinstance(a.get("name"), str)
-                                                         for a in arms):
+    if not isinstance(arms, list) or not arms \
+            or not all(isinstance(a, dict) and isinstance(a.get("name"), str) for a in arms):
         return "comparison.arms must be a non-empty list of objects with a 'name'"
     names = [a["name"] for a in arms]
     if len(set(names)) != len(names):
@@ -83,7 +84,8 @@ def _problem(data: Any) -> str | None:
     if not isinstance(budgets, list) or not budgets or not all(
             b == "all" or (_is_int(b) and b > 0) for b in budgets) or len(set(budgets)) != len(budgets):
         return "comparison.budgets must be distinct positive integers or \"all\""
-    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) for s in seeds) or len(set(seeds)) != len(seeds):
+    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) for s in seeds) \
+            or len(set(seeds)) != len(seeds):
         return "comparison.seeds must be a list of distinct integers"
     if comp.get("baseline") is not None and comp["baseline"] not in names:
         return f"comparison.baseline {comp['baseline']!r} is not one of the arms"
@@ -109,128 +111,72 @@ def _problem(data: Any) -> str | None:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
-            and abs(value) != float("inf"):
+    """A finite number (a metric of a cell), or None (missing, null, text, a bool)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
 
 
-def _label(budget: Any) -> str:
-    return str(budget)
+class _Grid:
+    """The cells of a comparison by arm and budget (then seed), and what is read off them."""
 
+    def __init__(self, cells: list[dict[str, Any]], n_labels: int) -> None:
+        self.cells: dict[tuple[str, Any], dict[int, dict[str, Any]]] = {}
+        for cell in cells:
+            self.cells.setdefault((cell["arm"], cell["budget"]), {})[cell["seed"]] = cell
+        self.n_labels = n_labels
 
-def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    """Every number the report shows, computed from a (checked) results.json content; the
-    structure is documented in the module's tests and in ``report.md``'s template."""
-    comp, cells = results["comparison"], results["cells"]
-    arms = [a["name"] for a in comp["arms"]]
-    budgets, seeds, metric = comp["budgets"], comp["seeds"], comp["metric"]
-    metrics = list(dict.fromkeys([metric, *[m for m in comp.get("metrics", []) if isinstance(m, str)]]))
-    baseline = comp.get("baseline")
-    labels = [str(x) for x in comp.get("labels", [])]
-    grid = {(c["arm"], c["budget"]): {} for c in cells}
-    for cell in cells:
-        grid[(cell["arm"], cell["budget"])][cell["seed"]] = cell
-    with_test = sum(isinstance(c.get("test"), dict) for c in cells)
-    split = "test" if cells and with_test == len(cells) else "validation"
-    split_note = None
-    if split == "validation":
-        split_note = ("no cell has a test split" if with_test == 0 else
-                      f"only {with_test} of {len(cells)} cells have a test split")
-    lower = any(part in metric.lower() for part in LOWER_IS_BETTER)
-
-    def values(arm: str, budget: Any, which: str, name: str) -> dict[int, float]:
+    def values(self, arm: str, budget: Any, split: str, metric: str) -> dict[int, float]:
+        """A metric of each seed that has it, by seed (in seed order)."""
         out = {}
-        for seed, cell in sorted(grid.get((arm, budget), {}).items()):
-            value = _number((cell.get(which) or {}).get(name))
+        for seed, cell in sorted(self.cells.get((arm, budget), {}).items()):
+            value = _number((cell.get(split) or {}).get(metric))
             if value is not None:
                 out[seed] = value
         return out
 
-    def mean_of(arm: str, budget: Any, field: str) -> float | None:
-        found = [v for c in grid.get((arm, budget), {}).values() if (v := _number(c.get(field))) is not None]
+    def mean(self, arm: str, budget: Any, field: str) -> float | None:
+        """The mean of a cell field (wall_s, n_train...) over the seeds that have it."""
+        found = [v for c in self.cells.get((arm, budget), {}).values()
+                 if (v := _number(c.get(field))) is not None]
         return sum(found) / len(found) if found else None
 
-    def x_of(arm: str, budget: Any) -> float | None:
-        # "all" sits at the labels per class it really had: the arm's n_train over the labels.
+    def x(self, arm: str, budget: Any) -> float | None:
+        """Labels per class: the budget, or for "all" the arm's n_train over the labels."""
         if budget != "all":
             return float(budget)
-        n_train = mean_of(arm, budget, "n_train")
-        return n_train / len(labels) if n_train and labels else None
+        n_train = self.mean(arm, budget, "n_train")
+        return n_train / self.n_labels if n_train and self.n_labels else None
 
-    splits = ["validation"] + (["test"] if split == "test" else [])
-    scores: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for which in splits:
-        scores[which] = {}
-        for name in metrics:
-            rows = []
-            for arm in arms:
-                for budget in budgets:
-                    got = values(arm, budget, which, name)
-                    ci = mean_ci(list(got.values()))
-                    rows.append({"arm": arm, "budget": budget, "label": _label(budget), "x": x_of(arm, budget),
-                                 "seeds": list(got), "values": list(got.values()), "n": ci.n, "mean": ci.mean,
-                                 "std": ci.std, "ci_low": ci.low, "ci_high": ci.high})
-            scores[which][name] = rows
-    scale = {name: 100 if all(0 <= v <= 1 for which in splits for r in scores[which][name] for v in r["values"])
-             else 1 for name in metrics}
+    def count(self, arm: str, budget: Any) -> int:
+        return len(self.cells.get((arm, budget), {}))
 
-    gains = []
-    if baseline is not None:
-        for arm in arms:
-            if arm == baseline:
-                continue
-            for budget in budgets:
-                mine, base = values(arm, budget, split, metric), values(baseline, budget, split, metric)
-                shared = [s for s in mine if s in base]
-                ci = mean_ci(list(differences([mine[s] for s in shared], [base[s] for s in shared])))
-                gains.append({"arm": arm, "budget": budget, "label": _label(budget), "seeds": shared, "n": ci.n,
-                              "mean": ci.mean, "std": ci.std, "ci_low": ci.low, "ci_high": ci.high,
-                              **_gain_verdict(ci.mean, ci.low, ci.high, ci.n, baseline, lower)})
 
-    others = [a for a in arms if a != baseline]
-    pairs = []
-    for i, a in enumerate(others):
-        for b in others[i + 1:]:
-            for budget in budgets:
-                va, vb = values(a, budget, split, metric), values(b, budget, split, metric)
-                shared = [s for s in va if s in vb]
-                test = compare_paired([va[s] for s in shared], [vb[s] for s in shared], higher_is_better=not lower)
-                winner = a if test.outcome == "a" else b if test.outcome == "b" else None
-                if winner:
-                    verdict = f"{winner} better"
-                elif test.outcome == "too few seeds to tell":
-                    verdict = (f"too few seeds to tell (with {test.n_nonzero} non-zero differences the "
-                               f"smallest reachable p is {test.min_p:.4f})")
-                else:
-                    verdict = test.outcome
-                pairs.append({"a": a, "b": b, "budget": budget, "label": _label(budget), "seeds": shared,
-                              "n": test.n, "n_nonzero": test.n_nonzero, "mean": test.mean,
-                              "boot_low": test.boot_low, "boot_high": test.boot_high, "p": test.p,
-                              "min_p": test.min_p, "outcome": test.outcome, "winner": winner, "verdict": verdict})
+def _score_rows(grid: _Grid, arms: list[str], budgets: list[Any], split: str,
+                metric: str) -> list[dict[str, Any]]:
+    rows = []
+    for arm in arms:
+        for budget in budgets:
+            got = grid.values(arm, budget, split, metric)
+            ci = mean_ci(list(got.values()))
+            rows.append({"arm": arm, "budget": budget, "label": str(budget), "x": grid.x(arm, budget),
+                         "seeds": list(got), "values": list(got.values()), "n": ci.n,
+                         "mean": ci.mean, "std": ci.std, "ci_low": ci.low, "ci_high": ci.high})
+    return rows
 
-    cost = [{"arm": arm, "budget": budget, "label": _label(budget), "n": len(grid.get((arm, budget), {})),
-             **{field: mean_of(arm, budget, field) for field in COST_FIELDS}} for arm in arms for budget in budgets]
 
-    expected = [f"{arm}/{budget}/seed-{seed}" for arm in arms for budget in budgets for seed in seeds]
-    present = {f"{c['arm']}/{c['budget']}/seed-{c['seed']}" for c in cells}
-    all_x = [r["x"] for r in scores[split][metric] if r["budget"] == "all" and r["x"] is not None]
-    return {
-        "recipe": str(comp.get("recipe", "")), "task": str(comp.get("task", "")),
-        "metric": metric, "metrics": metrics, "split": split, "split_note": split_note,
-        "higher_is_better": not lower, "scale": scale,
-        "arms": [{"name": a["name"], "strategy": str(a.get("strategy", "")), "source": str(a.get("source", ""))}
-                 for a in comp["arms"]],
-        "baseline": baseline, "budgets": budgets, "budget_labels": [_label(b) for b in budgets], "seeds": seeds,
-        "all_per_class": max(all_x) if all_x else None,
-        "labels": labels, "data": {k: v for k, v in (comp.get("data") or {}).items() if _number(v) is not None},
-        "min_steps": comp.get("min_steps"), "backend": comp.get("backend"),
-        "notes": [str(n) for n in comp.get("notes", [])],
-        "cells": {"expected": len(expected), "present": len(present),
-                  "missing": [name for name in expected if name not in present]},
-        "scores": scores, "gains": gains, "pairs": pairs, "cost": cost,
-        "confidence": CONFIDENCE, "alpha": ALPHA,
-    }
+def _gain_rows(grid: _Grid, arms: list[str], budgets: list[Any], baseline: str, split: str, metric: str,
+               lower: bool) -> list[dict[str, Any]]:
+    rows = []
+    for arm in (a for a in arms if a != baseline):
+        for budget in budgets:
+            mine, base = grid.values(arm, budget, split, metric), grid.values(baseline, budget, split, metric)
+            shared = [s for s in mine if s in base]  # paired by seed: same seed, same labelled examples
+            ci = mean_ci(list(differences([mine[s] for s in shared], [base[s] for s in shared])))
+            rows.append({"arm": arm, "budget": budget, "label": str(budget), "seeds": shared, "n": ci.n,
+                         "mean": ci.mean, "std": ci.std, "ci_low": ci.low, "ci_high": ci.high,
+                         **_gain_verdict(ci.mean, ci.low, ci.high, ci.n, baseline, lower)})
+    return rows
 
 
 def _gain_verdict(mean: float | None, low: float | None, high: float | None, n: int, baseline: str,
@@ -254,6 +200,91 @@ def _gain_verdict(mean: float | None, low: float | None, high: float | None, n: 
             "verdict": text + (" — negative transfer" if worse else "")}
 
 
+def _pair_rows(grid: _Grid, arms: list[str], budgets: list[Any], split: str, metric: str,
+               lower: bool) -> list[dict[str, Any]]:
+    rows = []
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            for budget in budgets:
+                va, vb = grid.values(a, budget, split, metric), grid.values(b, budget, split, metric)
+                shared = [s for s in va if s in vb]
+                test = compare_paired([va[s] for s in shared], [vb[s] for s in shared],
+                                      higher_is_better=not lower)
+                winner = a if test.outcome == "a" else b if test.outcome == "b" else None
+                if winner:
+                    verdict = f"{winner} better"
+                elif test.outcome == "too few seeds to tell":
+                    verdict = (f"too few seeds to tell (with {test.n_nonzero} non-zero differences the "
+                               f"smallest reachable p is {test.min_p:.4f})")
+                else:
+                    verdict = test.outcome
+                rows.append({"a": a, "b": b, "budget": budget, "label": str(budget), "seeds": shared,
+                             "n": test.n, "n_nonzero": test.n_nonzero, "mean": test.mean,
+                             "boot_low": test.boot_low, "boot_high": test.boot_high, "p": test.p,
+                             "min_p": test.min_p, "outcome": test.outcome, "winner": winner,
+                             "verdict": verdict})
+    return rows
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """Every number the report shows, from a checked results.json content (:func:`load_results`).
+    Metric values stay fractions as the cells hold them (``scale`` says how they are shown); rows
+    come in display order (arms, then budgets). The keys:
+
+    - ``scores[split][metric]``: per arm and budget, ``n``, ``seeds``, ``values``, ``mean``, ``std``
+      (ddof=1), ``ci_low``/``ci_high`` (Student t) and ``x`` (labels per class, "all" included);
+    - ``gains``: per non-baseline arm and budget, the paired (arm − baseline) ``mean``, ``std``,
+      ``ci_low``/``ci_high``, ``seeds``, ``worse`` (negative transfer), ``significant``, ``verdict``;
+    - ``pairs``: per two non-baseline arms ``a``, ``b`` and budget, ``mean`` (a − b),
+      ``boot_low``/``boot_high``, ``p`` (exact Wilcoxon), ``min_p``, ``outcome``, ``winner``, ``verdict``;
+    - ``cost``: per arm and budget, ``n`` cells and the means of :data:`COST_FIELDS`;
+    - ``cells``: ``expected``, ``present`` and the ``missing`` cell names; ``split`` (the headline
+      split: test, or validation when the cells have no test scores, ``split_note`` says why).
+    """
+    comp, cells = results["comparison"], results["cells"]
+    arms = [a["name"] for a in comp["arms"]]
+    budgets, seeds, metric, baseline = comp["budgets"], comp["seeds"], comp["metric"], comp.get("baseline")
+    metrics = list(dict.fromkeys([metric, *(m for m in comp.get("metrics", []) if isinstance(m, str))]))
+    labels = [str(x) for x in comp.get("labels", [])]
+    grid = _Grid(cells, len(labels))
+    with_test = sum(isinstance(c.get("test"), dict) for c in cells)
+    split = "test" if cells and with_test == len(cells) else "validation"
+    split_note = None if split == "test" else "no cell has a test split" if with_test == 0 else (
+        f"only {with_test} of {len(cells)} cells have a test split")
+    lower = any(part in metric.lower() for part in LOWER_IS_BETTER)
+    splits = ["validation", "test"] if split == "test" else ["validation"]
+    scores = {which: {name: _score_rows(grid, arms, budgets, which, name) for name in metrics}
+              for which in splits}
+    # Metrics in [0, 1] (accuracy, F1...) are shown as percent, every other metric as it is.
+    scale = {name: 100 if all(0 <= v <= 1 for which in splits for r in scores[which][name]
+                              for v in r["values"]) else 1 for name in metrics}
+    others = [a for a in arms if a != baseline]
+    cost = [{"arm": arm, "budget": budget, "label": str(budget), "n": grid.count(arm, budget),
+             **{field: grid.mean(arm, budget, field) for field in COST_FIELDS}}
+            for arm in arms for budget in budgets]
+    expected = [f"{arm}/{budget}/seed-{seed}" for arm in arms for budget in budgets for seed in seeds]
+    present = {f"{c['arm']}/{c['budget']}/seed-{c['seed']}" for c in cells}
+    all_x = [r["x"] for r in scores[split][metric] if r["budget"] == "all" and r["x"] is not None]
+    return {
+        "recipe": str(comp.get("recipe", "")), "task": str(comp.get("task", "")),
+        "metric": metric, "metrics": metrics, "split": split, "split_note": split_note,
+        "higher_is_better": not lower, "scale": scale,
+        "arms": [{"name": a["name"], "strategy": str(a.get("strategy", "")),
+                  "source": str(a.get("source", ""))} for a in comp["arms"]],
+        "baseline": baseline, "budgets": budgets, "seeds": seeds,
+        "all_per_class": max(all_x) if all_x else None, "labels": labels,
+        "data": {k: v for k, v in (comp.get("data") or {}).items() if _number(v) is not None},
+        "min_steps": comp.get("min_steps"), "backend": comp.get("backend"),
+        "notes": [str(n) for n in comp.get("notes", [])],
+        "cells": {"expected": len(expected), "present": len(present),
+                  "missing": [name for name in expected if name not in present]},
+        "scores": scores,
+        "gains": _gain_rows(grid, arms, budgets, baseline, split, metric, lower) if baseline else [],
+        "pairs": _pair_rows(grid, others, budgets, split, metric, lower),
+        "cost": cost, "confidence": CONFIDENCE, "alpha": ALPHA,
+    }
+
+
 # --------------------------------------------------------------------------- the plots
 
 
@@ -264,7 +295,7 @@ def _svg(figure: Any, name: str) -> str:
     figure.savefig(buffer, format="svg", metadata={"Date": None})
     # No metadata block: it names the matplotlib version (the bytes would change with it) and
     # holds links, which a self-contained page does without.
-    text = re.sub(r"\s*<metadata>.*?</metadata>", "", buffer.getvalue(), count=1, flags=re.S)
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", buffer.getvalue(), count=1, flags=re.DOTALL)
     text = re.sub(r'\bid="([^"]+)"', rf'id="{name}-\1"', text)
     text = text.replace("url(#", f"url(#{name}-").replace('href="#', f'href="#{name}-')
     return text
@@ -307,7 +338,8 @@ def _draw_curve(summary: dict[str, Any]) -> Any:
     ax = figure.subplots()
     scale, spot = summary["scale"][summary["metric"]], _x_positions(summary)
     for i, arm in enumerate(a["name"] for a in summary["arms"]):
-        rows = [r for r in summary["scores"][summary["split"]][summary["metric"]] if r["arm"] == arm and r["n"]]
+        rows = [r for r in summary["scores"][summary["split"]][summary["metric"]]
+                if r["arm"] == arm and r["n"]]
         if not rows:
             continue
         xs = [r["x"] if r["x"] is not None else spot[r["budget"]] for r in rows]
@@ -324,7 +356,8 @@ def _draw_curve(summary: dict[str, Any]) -> Any:
     ax.minorticks_off()
     ax.set_xlabel("labels per class (log scale)")
     ax.set_ylabel(_metric_axis(summary))
-    ax.set_title(f"Data efficiency: mean over seeds with its {summary['confidence']:.0%} interval", fontsize=10)
+    ax.set_title(f"Data efficiency: mean over seeds with its {summary['confidence']:.0%} interval",
+                 fontsize=10)
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)

@@ -62,8 +62,8 @@ def differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
     return np.round(np.asarray(a, dtype=float) - np.asarray(b, dtype=float), DECIMALS)
 
 
-def bootstrap_ci(diffs: Sequence[float], confidence: float = CONFIDENCE,
-                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float] | None:
+def bootstrap_ci(diffs: Sequence[float], confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float] | None:
     """The percentile bootstrap interval of the mean of paired differences (pairs resampled with
     replacement); None for fewer than two pairs (one pair has nothing to resample)."""
     data = np.asarray(diffs, dtype=float)
