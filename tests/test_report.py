@@ -120,6 +120,17 @@ def test_all_sits_at_the_labels_per_class_it_had(rendered):
     assert "all (3460)" in svg
 
 
+def test_all_without_sizes_is_plotted_last_and_unlabelled(tmp_path):
+    results = make_results()
+    for cell in results["cells"]:
+        del cell["n_train"]
+    directory = write(tmp_path / "cmp", results)
+    render_report(directory)
+    assert summarize(load_results(directory))["all_per_class"] is None
+    svg = (directory / "plots" / "data-efficiency.svg").read_text(encoding="utf-8")
+    assert ">all<" in svg and "all (" not in svg
+
+
 def test_gains_are_paired_by_seed_and_negative_transfer_is_flagged(rendered):
     directory, summary, _ = rendered
     markdown = (directory / "report.md").read_text(encoding="utf-8")
@@ -317,6 +328,7 @@ def test_a_missing_or_broken_results_file_is_one_clear_error(tmp_path):
                            (lambda r: r["comparison"].update(baseline="nope"), "baseline 'nope'"),
                            (lambda r: r["cells"][4].update(arm="ghost"), "cells[4]"),
                            (lambda r: r["cells"][5].pop("validation"), "cells[5] has no 'validation'"),
+                           (lambda r: r["cells"][6].update(test=[0.5]), "cells[6].test"),
                            (lambda r: r["cells"].append(dict(r["cells"][0])), "repeats")]:
         results = make_results()
         mangle(results)

@@ -102,8 +102,10 @@ def _problem(data: Any) -> str | None:
         if key in seen:
             return f"cells[{i}] repeats arm {key[0]!r}, budget {key[1]!r}, seed {key[2]!r}"
         seen.add(key)
-        if not isinstance(cell.get("validation"), dict) or not isinstance(cell.get("test", {}), dict):
+        if not isinstance(cell.get("validation"), dict):
             return f"cells[{i}] has no 'validation' scores (an object of metric: value)"
+        if cell.get("test") is not None and not isinstance(cell["test"], dict):
+            return f"cells[{i}].test must be an object of metric: value (or absent)"
     return None
 
 
@@ -352,7 +354,9 @@ def _draw_curve(summary: dict[str, Any]) -> Any:
                             [r["ci_high"] * scale for _, r in band], color=colour, alpha=0.15, linewidth=0)
     ax.set_xscale("log", base=2)
     ticks = sorted(spot.items(), key=lambda item: item[1])
-    ax.set_xticks([x for _, x in ticks], [f"all ({x:.0f})" if b == "all" else str(b) for b, x in ticks])
+    known = summary["all_per_class"] is not None
+    ax.set_xticks([x for _, x in ticks],
+                  [(f"all ({x:.0f})" if known else "all") if b == "all" else str(b) for b, x in ticks])
     ax.minorticks_off()
     ax.set_xlabel("labels per class (log scale)")
     ax.set_ylabel(_metric_axis(summary))
