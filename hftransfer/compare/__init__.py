@@ -1,0 +1,1 @@
+"""Compare: a grid of runs and its report."""
