@@ -13,8 +13,8 @@ import pytest
 from helpers import user_error
 from scipy import stats as scipy_stats
 
-from hftransfer.compare import stats
-from hftransfer.compare.report import PLOT_NAMES, load_results, render_report, summarize
+from hftransfer.comparison import stats
+from hftransfer.comparison.report import PLOT_NAMES, load_results, render_report, summarize
 
 BUDGETS = [16, 64, "all"]
 LEVEL = {16: 0.60, 64: 0.70, "all": 0.80}

@@ -1,1 +1,0 @@
-"""Compare: a grid of runs and its report."""
