@@ -367,9 +367,17 @@ class Browser:
             # Web fonts and late requests/console messages: give them a moment before measuring.
             self._eval("document.fonts.ready.then(() => true)", session, wait=True)
             cdp.pump(0.2)
-            # Full page: make the viewport as tall as the content, then re-measure (100vh layouts grow).
-            size = self._eval(_SIZE_JS, session)
-            height = min(max(size["height"], 1), MAX_HEIGHT)
+            # Full page, no more: scrollHeight is at least the viewport's height, so measure in a
+            # 1 px tall viewport to get the content's own height, then make the viewport that tall.
+            # Content sized in vh grows with the viewport: re-measure (twice at most: 100vh plus a
+            # header never fits, and the extra is then scrolled off-screen, not lost from the boxes).
+            height = 1
+            for _ in range(3):
+                self._viewport(width, height, session)
+                size = self._eval(_SIZE_JS, session)
+                if size["height"] <= height:
+                    break
+                height = min(size["height"], MAX_HEIGHT)
             self._viewport(width, height, session)
             check.page_width, check.page_height = max(size["width"], width), height
             figures = self._eval(_FIGURES_JS, session)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from browser import Browser, BrowserError, PageCheck, find_chromium, ink_fraction
+from browser import main as browser_cli
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
@@ -201,13 +202,16 @@ def live_processes_in_group(pgid: int) -> list[int]:
     return live
 
 
-def test_command_line_prints_the_checks_and_writes_the_screenshot(chromium, tmp_path):
+def test_command_line_prints_the_checks_and_writes_the_screenshot(chromium, tmp_path, capsys):
     good, bad = write(tmp_path, good_page(), "good.html"), write(tmp_path, page("<svg></svg>"), "bad.html")
+    # As a person runs it: a script, not an import (tests/ is not on its path then).
     out = subprocess.run([sys.executable, str(HERE / "browser.py"), str(good), str(tmp_path / "good.png")],
                          check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["problems"] == [] and len(data["svgs"]) == 2 and (tmp_path / "good.png").stat().st_size > 1000
-    out = subprocess.run([sys.executable, str(HERE / "browser.py"), str(bad), str(tmp_path / "bad.png")],
-                         check=False, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and json.loads(out.stdout)["problems"][0].startswith("svg #1 draws nothing")
+    # A failed check: status 1, and the JSON says why.
+    assert browser_cli([str(bad), str(tmp_path / "bad.png")]) == 1
+    assert json.loads(capsys.readouterr().out)["problems"][0].startswith("svg #1 draws nothing")
+    assert browser_cli([str(tmp_path / "missing.html"), str(tmp_path / "x.png")]) == 2
+    assert "no such file" in capsys.readouterr().err
