@@ -369,8 +369,8 @@ class Browser:
             cdp.pump(0.2)
             # Full page, no more: scrollHeight is at least the viewport's height, so measure in a
             # 1 px tall viewport to get the content's own height, then make the viewport that tall.
-            # Content sized in vh grows with the viewport: re-measure (twice at most: 100vh plus a
-            # header never fits, and the extra is then scrolled off-screen, not lost from the boxes).
+            # Content sized in vh grows with the viewport: re-measure, three times at most (100vh
+            # plus a header never fits; what is left below is cut from the screenshot, not the boxes).
             height = 1
             for _ in range(3):
                 self._viewport(width, height, session)
@@ -394,6 +394,9 @@ class Browser:
             return check
         finally:
             self._cdp.on_event = lambda msg: None
+            # A few seconds of its own for the clean-up, so a page that timed out is still closed
+            # and the next page (same browser) starts clean.
+            self._end = time.monotonic() + 5
             try:
                 cdp.call("Target.closeTarget", {"targetId": target})
                 cdp.call("Target.disposeBrowserContext", {"browserContextId": context})
@@ -437,6 +440,8 @@ class Browser:
             check.console.append(ConsoleMessage(level=level, text=text, source="console"))
         elif method == "Log.entryAdded" and params["entry"].get("level") in ("error", "warning"):
             entry = params["entry"]
+            if "ERR_BLOCKED_BY_CLIENT" in entry.get("text", "") and entry.get("url") in check.requests:
+                return  # our own block of an outside request: that check already reports it
             text = entry.get("text", "") + (f" ({_short(entry['url'])})" if entry.get("url") else "")
             source = entry.get("source", "")
             check.console.append(ConsoleMessage(level=entry["level"], text=text, source=source))

@@ -147,6 +147,7 @@ def test_outside_requests_are_caught_and_blocked(chromium, tmp_path):
     message = ("the page requested http://example.invalid/x.png: "
                "a self-contained page requests nothing but itself")
     assert message in check.problems()
+    assert check.console == [], "a blocked request is reported once, as a request, not as a console error"
     assert took < 10, f"blocked requests must fail at once, not wait on DNS ({took:.1f} s)"
 
 
