@@ -98,6 +98,8 @@ class PageCheck:
     console: list[ConsoleMessage] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    text: str = ""
+    """The page's text as rendered (``document.body.innerText``): what a reader sees."""
 
     @property
     def outside_requests(self) -> list[str]:
@@ -381,6 +383,7 @@ class Browser:
             self._viewport(width, height, session)
             check.page_width, check.page_height = max(size["width"], width), height
             figures = self._eval(_FIGURES_JS, session)
+            check.text = self._eval("document.body ? document.body.innerText : ''", session) or ""
             shot = cdp.call("Page.captureScreenshot", {"format": "png", "fromSurface": True}, session=session)
             out_png = Path(out_png)
             out_png.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ import fcntl
 import io
 import logging
 import os
+import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,28 +77,32 @@ def compare(recipe: str | Path | dict | Recipe, *, strategies: str | list[str] |
     grid = build_grid(recipe, strategies=strategies, sources=sources, budgets=budgets, seeds=seeds,
                       scratch=scratch, min_steps=min_steps, overrides=overrides)
     directory = Path(output_dir) if output_dir is not None else default_output_dir(grid.recipe)
-    lock = _open(directory, grid)
+    created = not directory.exists()
+    ray, connected = _ray(address) if backend == "ray" else (None, False)
     try:
-        cells = grid.cells()
-        recipes = {cell.key: grid.cell_recipe(cell) for cell in cells}
-        pending = [cell for cell in cells if not _finished(directory, cell, recipes[cell.key])]
-        if backend == "ray":
-            ray = _ray(address, grid)
-        bar = _progress(len(cells), len(cells) - len(pending), progress)
+        lock = _open(directory, grid)
         try:
-            if pending and backend == "ray":
-                _run_on_ray(ray, directory, pending, recipes, cpus_per_cell, lambda c: _done(directory, grid, c, bar))
-            for cell in pending if backend == "local" else []:
-                engine.train(recipes[cell.key], output_dir=directory / cell.key)
-                _done(directory, grid, cell, bar)
+            cells = grid.cells()
+            recipes = {cell.key: grid.cell_recipe(cell) for cell in cells}
+            pending = [cell for cell in cells if not _finished(directory, cell, recipes[cell.key])]
+            with _progress(len(cells), len(cells) - len(pending), progress) as bar:
+                if pending and backend == "ray":
+                    _run_on_ray(ray, directory, pending, recipes, cpus_per_cell,
+                                lambda c: _done(directory, grid, c, bar))
+                for cell in pending if backend == "local" else []:
+                    engine.train(recipes[cell.key], output_dir=directory / cell.key)
+                    _done(directory, grid, cell, bar)
+            results = write_results(directory, grid)
+            report = render_report(directory)
+        except HFTransferError:
+            if created and not any((directory / "cells").glob("*/*/seed-*")):
+                shutil.rmtree(directory, ignore_errors=True)  # nothing of value was made here
+            raise
         finally:
-            bar.close()
-            if backend == "ray" and not address:
-                ray.shutdown()
-        results = write_results(directory, grid)
-        report = render_report(directory)
+            lock.close()
     finally:
-        lock.close()
+        if connected:  # this call connected to Ray: disconnect (a cluster keeps running)
+            ray.shutdown()
     return CompareResult(directory=directory, results=results, report=report, trained=len(pending))
 
 
@@ -273,12 +279,17 @@ def _progress(total: int, done: int, enabled: bool) -> Any:
 # --------------------------------------------------------------------------- Ray
 
 
-def _ray(address: str | None, grid: Grid) -> Any:
-    """Ray, connected to the cluster at ``address`` (else a local instance started now)."""
+def _ray(address: str | None) -> tuple[Any, bool]:
+    """Ray, connected to the cluster at ``address`` (else a local instance started now), and
+    whether this call connected it (a caller of the Python API may have connected already)."""
     try:
         import ray
     except ImportError:
         raise HFTransferError("--backend ray needs Ray: pip install 'hftransfer[ray]' (or pip install ray)") from None
+    if ray.is_initialized():
+        return ray, False
+    if address and address != "auto":
+        _check_reachable(address)
     env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
     try:
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
@@ -289,7 +300,22 @@ def _ray(address: str | None, grid: Grid) -> Any:
             f"--backend ray: no Ray cluster {where} ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); "
             "start one with `ray start --head` and pass its address, or leave --address out to start a "
             "local one") from None
-    return ray
+    return ray, True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once on an address nothing listens at (Ray itself retries for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise HFTransferError(f"--address {address!r} is not HOST:PORT (e.g. 127.0.0.1:6379, the address "
+                              "`ray start --head` prints)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise HFTransferError(
+            f"--backend ray: no Ray cluster answers at {address!r} ({exc.strerror or type(exc).__name__}); start "
+            "one with `ray start --head` and pass the address it prints, or leave --address out to start a "
+            "local one") from None
 
 
 def _run_on_ray(ray: Any, directory: Path, cells: list[Cell], recipes: dict[str, dict[str, Any]],
