@@ -205,3 +205,17 @@ def test_peak_memory_is_counted_per_run():
     del block
     reset_peak_rss()
     assert peak_rss_mb() < base + 100
+
+
+def test_the_shipped_compare_recipe_runs_its_own_command(tiny_model_dir, toy_data, tmp_path):
+    """recipes/sst2-compare.yaml opens with its command: its arms train (tiny model and data)."""
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "sst2-compare.yaml"
+    command = recipe.read_text().splitlines()[0].removeprefix("# ").split()
+    assert command[:3] == ["hftransfer", "compare", "recipes/sst2-compare.yaml"]
+    flags = dict(zip(command[3::2], command[4::2]))
+    overrides = [f"model.name_or_path={tiny_model_dir}", "train.num_train_epochs=1",
+                 *(f"data.{s}={toy_data / f'{s}.csv'}" for s in ("train", "validation", "test"))]
+    result = runner.compare(recipe, strategies=flags["--strategies"], budgets="4", seeds=1, min_steps=2,
+                            overrides=overrides, output_dir=tmp_path / "cmp", progress=False)
+    assert [r["arm"] for r in result.results["cells"]] == ["scratch", *flags["--strategies"].split(",")]
+    assert set(flags) == {"--strategies", "--label-budgets", "--seeds"}

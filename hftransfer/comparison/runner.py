@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,7 @@ def compare(recipe: str | Path | dict | Recipe, *, strategies: str | list[str] |
                     _run_on_ray(ray, directory, pending, recipes, cpus_per_cell,
                                 lambda c: _done(directory, grid, c, bar))
                 for cell in pending if backend == "local" else []:
-                    engine.train(recipes[cell.key], output_dir=directory / cell.key)
+                    run_cell(recipes[cell.key], directory / cell.key, cell)
                     _done(directory, grid, cell, bar)
             results = write_results(directory, grid)
             report = render_report(directory)
@@ -324,7 +323,7 @@ def _run_on_ray(ray: Any, directory: Path, cells: list[Cell], recipes: dict[str,
     process reads it (a shared disk on a real cluster)."""
     task = ray.remote(num_cpus=cpus, max_retries=0)(run_cell)
     here = os.getcwd()
-    waiting = {task.remote(recipes[c.key], str((directory / c.key).resolve()), here, cpus): c for c in cells}
+    waiting = {task.remote(recipes[c.key], str((directory / c.key).resolve()), c, here, cpus): c for c in cells}
     try:
         while waiting:
             ready, _ = ray.wait(list(waiting), num_returns=1)
@@ -335,7 +334,7 @@ def _run_on_ray(ray: Any, directory: Path, cells: list[Cell], recipes: dict[str,
                 except Exception as exc:  # a task's error comes back wrapped; ours are one line
                     cause = getattr(exc, "cause", None)
                     if isinstance(cause, HFTransferError):
-                        raise HFTransferError(f"cell {cell.key}: {cause}") from None
+                        raise HFTransferError(str(cause)) from None
                     raise
                 done(cell)
     finally:
@@ -343,15 +342,17 @@ def _run_on_ray(ray: Any, directory: Path, cells: list[Cell], recipes: dict[str,
             ray.cancel(ref, force=True)
 
 
-def run_cell(recipe: dict[str, Any], cell_dir: str, cwd: str | None = None, threads: int | None = None) -> float:
-    """Train one cell (what a Ray task runs): relative data paths resolve against ``cwd``, the
-    directory the comparison was started from; ``threads`` torch threads."""
-    started = time.perf_counter()
+def run_cell(recipe: dict[str, Any], cell_dir: str | Path, cell: Cell, cwd: str | None = None,
+             threads: int | None = None) -> None:
+    """Train one cell (in this process, or as a Ray task): relative data paths resolve against
+    ``cwd``, the directory the comparison was started from; ``threads`` torch threads."""
     if cwd is not None:
         os.chdir(cwd)
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    engine.train(recipe, output_dir=cell_dir)
-    return time.perf_counter() - started
+    try:
+        engine.train(recipe, output_dir=cell_dir)
+    except HFTransferError as exc:
+        raise HFTransferError(f"cell {cell.describe()}: {exc}") from None
