@@ -21,13 +21,13 @@ from .registry import load
 
 __version__ = "0.1.0"
 __all__ = ["HFTransferError", "Recipe", "load_recipe", "train", "evaluate", "predict", "load_run",
-           "push", "calibrate", "ensemble", "interpolate", "soup", "compare", "report", "SAMPLE_DATA"]
+           "push", "calibrate", "ensemble", "interpolate", "soup", "compare", "report", "rank", "SAMPLE_DATA"]
 
 SAMPLE_DATA = Path(__file__).parent / "sample_data"
 """The project's own small sample dataset (train/validation/test csv) used by the quickstart."""
 
 _API = ("train", "evaluate", "predict", "load_run", "push", "calibrate", "ensemble", "interpolate", "soup",
-        "compare", "report")
+        "compare", "report", "rank")
 
 
 def __getattr__(name: str) -> Any:

@@ -22,6 +22,8 @@ from .fusion import weights
 from .fusion.calibrate import CalibrationResult
 from .fusion.calibrate import calibrate as calibrate_run
 from .hub import PushResult, push_run
+from .ranking import RankResult
+from .ranking import rank as _rank
 from .registry import all_strategies, all_tasks
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "CompareResult",
     "LoadedRun",
     "PushResult",
+    "RankResult",
     "RunResult",
     "calibrate",
     "check",
@@ -41,6 +44,7 @@ __all__ = [
     "load_run",
     "predict",
     "push",
+    "rank",
     "report",
     "run_task",
     "soup",
@@ -94,6 +98,24 @@ def compare(recipe: Any, *, strategies: str | list[str] | None = None, sources: 
 def report(directory: str | Path) -> list[Path]:
     """Render a comparison's ``report.md`` and ``report.html`` again from its ``results.json``."""
     return render_report(directory)
+
+
+def rank(recipe: Any, candidates: str | list[str], *, pooling: str | None = None, folds: int = 5,
+         compare_dir: str | Path | None = None, output_dir: str | Path | None = None,
+         overrides: list[str] | None = None) -> RankResult:
+    """Rank candidate source models for a recipe before training: LogME, a cross-validated probe
+    and LEEP on frozen features of its training data (see :mod:`hftransfer.ranking`). With
+    ``compare_dir`` (a comparison of the same candidates) the order is set against the fine-tuned
+    one, and the comparison's report shows it.
+
+    >>> result = hftransfer.rank("recipes/sst2-rank.yaml", "embedded,runs/conll2003-full")
+    >>> result.ranking["recommendation"]
+    """
+    result = _rank(recipe, candidates, pooling=pooling, folds=folds, compare_dir=compare_dir,
+                   output_dir=output_dir, overrides=overrides)
+    if compare_dir is not None:
+        render_report(compare_dir)
+    return result
 
 
 def evaluate(run_dir: str | Path, split: str = "test", data: str | None = None,

@@ -69,6 +69,28 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rank(args: argparse.Namespace) -> int:
+    result = _api().rank(args.recipe, args.candidates, pooling=args.pooling, folds=args.folds,
+                         compare_dir=args.compare, output_dir=args.output_dir, overrides=args.overrides)
+    ranking = result.ranking
+    print(f"{ranking['examples']} training examples of {args.recipe}, best first:")
+    print(f"  {'candidate':28s} {'LogME':>8s} {'probe acc':>10s} {'LEEP':>8s} {'seconds':>8s}")
+    for row in ranking["candidates"]:
+        leep = "–" if row["leep"] is None else f"{row['leep']:.4f}"
+        print(f"  {row['name'][:28]:28s} {row['logme']:8.4f} {row['probe_accuracy']:10.4f} {leep:>8s} "
+              f"{row['seconds']:8.1f}")
+    rec = ranking["recommendation"]
+    print(f"recommended: {rec['best']} ({rec['confidence']}: LogME gap to the next {rec['gap']:.4f}, "
+          f"spread {rec['spread']:.4f})")
+    tuned = ranking.get("fine_tuned")
+    if tuned and tuned.get("kendall_tau"):
+        taus = ", ".join(f"{k} {v:+.2f}" for k, v in tuned["kendall_tau"].items())
+        print(f"against the fine-tuned {tuned['metric']} ({tuned['budget']} per label) of {args.compare}: "
+              f"Kendall's tau {taus}")
+    print(f"saved to {result.path}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     for path in _api().report(args.directory):
         print(path)
@@ -286,6 +308,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-cell", type=int, default=1, help="--backend ray: cores per cell (default 1)")
     p.set_defaults(func=_compare)
 
+    p = sub.add_parser(
+        "rank", help="rank candidate source models for a recipe before training (LogME, probe, LEEP)",
+        description="Score each candidate source model on the recipe's training data from frozen "
+        "features (those feature-extraction trains on, through the feature cache): LogME, a "
+        "cross-validated logistic-regression probe, and LEEP for a run directory with a head of its "
+        "own. Prints the ranking and writes rank.json.")
+    p.add_argument("recipe", help="YAML recipe file (its task and data; the model is each candidate)")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides of the recipe")
+    p.add_argument("--candidates", required=True,
+                   help="comma-separated models (Hub ids, directories, run directories, embedded), or "
+                   "a YAML file of NAME: <model section>")
+    p.add_argument("--pooling", choices=["cls", "mean"],
+                   help="text: pool every candidate's tokens this way (default: mean for "
+                   "sentence-transformers checkpoints, else cls)")
+    p.add_argument("--folds", type=int, default=5, help="folds of the cross-validated probe (default 5)")
+    p.add_argument("--compare", metavar="DIR",
+                   help="a comparison of the same candidates (compare --sources): Kendall's tau against "
+                   "its fine-tuned order, shown in its report too")
+    p.add_argument("--output-dir", help="where rank.json goes (default runs/<recipe name>-rank)")
+    p.set_defaults(func=_rank)
+
     p = sub.add_parser("report", help="render a comparison's report again from its results.json")
     p.add_argument("directory", help="a comparison directory (hftransfer compare --output-dir)")
     p.set_defaults(func=_report)
@@ -427,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # Positionals after an option (`predict RUN --json "text"`, `train R --overwrite k=v`) are
     # left over by argparse; they belong to the command's trailing list.
-    trailing = {"predict": "texts", "train": "overrides", "validate": "overrides", "compare": "overrides"}.get(args.command)
+    trailing = {"predict": "texts", "train": "overrides", "validate": "overrides", "compare": "overrides", "rank": "overrides"}.get(args.command)
     if extra:
         if trailing is None or any(e.startswith("-") and e != "-" for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -148,6 +148,24 @@ def check(recipe: str | Path | dict | Recipe, overrides: list[str] | None = None
         return prepare(load_recipe(recipe, overrides), Path(scratch) / rundir.CHECKPOINTS)
 
 
+def frozen_features(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen features of a ``feature-extraction`` setup's training split and their labels,
+    one row per example (per labelled word for token tasks): from the feature cache, or computed
+    and cached there, so a later feature-extraction run or comparison reuses them (``rank``)."""
+    strategy, task = setup.strategy, setup.task
+    if not hasattr(strategy, "features"):
+        raise HFTransferError(f"strategy {strategy.name!r} has no frozen features; use feature-extraction")
+    set_seed(setup.args.seed)
+    strategy.prepare(strategy.build_model(setup.recipe.model, setup.splits.labels))
+    train = task.preprocess(setup.splits.train, setup.processor, setup.splits.labels, training=strategy.augments)
+    data = strategy.features(train, task.collator(setup.processor), "train")
+    features, labels = data.features, data.labels
+    if data.offsets is not None:  # per token: only a word's first token carries its label
+        keep = labels != -100
+        features, labels = features[keep], labels[keep]
+    return features, labels
+
+
 def train(
     recipe: str | Path | dict | Recipe,
     overrides: list[str] | None = None,
@@ -526,6 +544,26 @@ def split_outputs(run: LoadedRun, split: str = "validation", data: str | None = 
         words.append(int(keep.sum()))
     return SplitOutputs(np.concatenate(rows).astype(np.float32), np.concatenate(refs_out).astype(np.int64),
                         np.asarray(words))
+
+
+def outputs_on(run: LoadedRun, task: Any, rows: Any, labels: list[str]) -> Any:
+    """A run's logits (over its own labels) on the rows of another recipe's data, read and
+    prepared by that recipe's ``task`` with the run's processor, in the rows' order (LEEP)."""
+    import numpy as np
+
+    encoded = task.preprocess(rows, run.processor, labels)
+    if "labels" in encoded.column_names:  # the target's labels mean nothing to the run's head
+        encoded = encoded.remove_columns("labels")
+    order = np.argsort(encoded["length"], kind="stable") if "length" in encoded.column_names \
+        else np.arange(len(encoded))
+    with tempfile.TemporaryDirectory(prefix="hftransfer-eval-") as scratch:
+        trainer = _inference_trainer(run, task, run.model, labels, scratch)
+        trainer.compute_metrics = None
+        out = trainer.predict(encoded.select(order))
+    logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+    restored = np.empty_like(logits)
+    restored[order] = logits
+    return restored.astype(np.float64)
 
 
 def task_metrics(result: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import engine
 from ..errors import HFTransferError
-from ..recipe import Recipe, apply_overrides, load_recipe
+from ..recipe import Recipe, apply_overrides, load_recipe, model_set
 from ..recipe.stages import is_staged
 from ..registry import get_strategy
 
@@ -38,8 +38,10 @@ class Arm:
 
     name: str
     strategy: str
-    source: str | None = None
-    """A model to transfer from (None: the recipe's ``model:``)."""
+    source: dict[str, Any] | None = None
+    """The model section to transfer from (None: the recipe's ``model:``)."""
+    source_name: str | None = None
+    """What the user called that source (``--sources``)."""
 
     @property
     def folder(self) -> str:
@@ -192,12 +194,11 @@ def build_grid(source: str | Path | dict | Recipe, *, strategies: str | list[str
     for name in names:
         if get_strategy(name, "--strategies").name == "multitask":
             raise HFTransferError("--strategies: multitask needs a recipe with tasks:; compare the others")
-    models = _names(sources, "--sources")
+    models = model_set(sources, "--sources") if sources else {}
     arms = _arms([n for n in names if n != BASELINE], models)
     if scratch or BASELINE in names:
         arms.insert(0, Arm(BASELINE, BASELINE))
-    unknown = sorted(set(per_arm) - {a.name for a in arms} - {a.strategy for a in arms}
-                     - {a.source for a in arms if a.source})
+    unknown = sorted(set(per_arm) - {a.name for a in arms} - {a.strategy for a in arms} - set(models))
     if unknown:
         raise HFTransferError(
             f"override for {unknown[0]!r}: no arm of this comparison is called so; arms: "
@@ -206,7 +207,7 @@ def build_grid(source: str | Path | dict | Recipe, *, strategies: str | list[str
                 min_steps=min_steps, arm_recipes={}, setups={}, class_counts={},
                 overrides=list(overrides or []))
     for arm in arms:
-        mine = [o for key in (arm.name, arm.strategy, arm.source) if key for o in per_arm.get(key, [])]
+        mine = [o for key in (arm.name, arm.strategy, arm.source_name) if key for o in per_arm.get(key, [])]
         grid.arm_recipes[arm.name] = _arm_recipe(recipe, arm, list(dict.fromkeys(mine)), grid.notes)
         checked = dict(grid.arm_recipes[arm.name])
         checked["data"] = {**checked["data"], "samples_per_label": None, "seed": 0}
@@ -232,12 +233,12 @@ def _split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[st
     return every, per_arm
 
 
-def _arms(strategies: list[str], sources: list[str]) -> list[Arm]:
+def _arms(strategies: list[str], sources: dict[str, dict[str, Any]]) -> list[Arm]:
     if not sources:
         return [Arm(s, s) for s in strategies]
     if len(strategies) == 1:
-        return [Arm(src, strategies[0], src) for src in sources]
-    return [Arm(f"{s}@{src}", s, src) for s in strategies for src in sources]
+        return [Arm(name, strategies[0], model, name) for name, model in sources.items()]
+    return [Arm(f"{s}@{name}", s, model, name) for s in strategies for name, model in sources.items()]
 
 
 def _arm_recipe(recipe: Recipe, arm: Arm, overrides: list[str], notes: list[str]) -> dict[str, Any]:
@@ -247,7 +248,7 @@ def _arm_recipe(recipe: Recipe, arm: Arm, overrides: list[str], notes: list[str]
     data = recipe.to_dict()
     data.pop("name", None)
     if arm.source is not None:
-        data["model"] = {"name_or_path": arm.source}
+        data["model"] = dict(arm.source)
     if arm.strategy != recipe.strategy_name:
         data["strategy"] = {"name": arm.strategy}
         mine = get_strategy(arm.strategy).defaults

@@ -477,12 +477,43 @@ def render(summary: dict[str, Any], svgs: dict[str, str]) -> tuple[str, str]:
     return pages[0], pages[1]
 
 
+def ranking_rows(ranking: Any, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """``hftransfer rank``'s scores of the comparison's sources (``DIR/rank.json``) beside their
+    fine-tuned validation means at the ranked budget, and Kendall's τ of each score's order
+    against the fine-tuned one (None when rank.json is not what rank writes)."""
+    from scipy import stats as scipy_stats
+
+    try:
+        candidates = [c for c in ranking["candidates"] if isinstance(c.get("name"), str)]
+        budget = (ranking.get("fine_tuned") or {}).get("budget") or summary["budgets"][-1]
+    except (TypeError, KeyError, AttributeError, IndexError):
+        return None
+    tuned = {r["arm"]: r["mean"] for r in summary["scores"]["validation"][summary["metric"]]
+             if r["budget"] == budget and r["mean"] is not None}
+    rows = [{"name": c["name"], "rank": i, **{k: _number(c.get(k)) for k in ("logme", "probe_accuracy", "leep")},
+             "fine_tuned": tuned.get(c["name"])} for i, c in enumerate(candidates, 1)]
+    common = [r for r in rows if r["fine_tuned"] is not None]
+    order = sorted(common, key=lambda r: -r["fine_tuned"] if summary["higher_is_better"] else r["fine_tuned"])
+    for place, row in enumerate(order, 1):
+        row["fine_tuned_rank"] = place
+    taus = {}
+    for score in ("logme", "probe_accuracy", "leep"):
+        pairs = [(r[score], r["fine_tuned"]) for r in common if r[score] is not None]
+        if len(pairs) >= 2 and len(pairs) == len(common):
+            tau = scipy_stats.kendalltau(*zip(*pairs)).statistic
+            taus[score] = None if math.isnan(tau) else float(tau)
+    return {"budget": budget, "label": str(budget), "rows": rows, "compared": len(common), "tau": taus}
+
+
 def render_report(directory: str | Path) -> list[Path]:
     """Render ``DIR/report.md``, ``DIR/report.html`` and ``DIR/plots/*.svg`` from
-    ``DIR/results.json`` alone; returns the paths written (each written through a temporary file
-    and a rename)."""
+    ``DIR/results.json`` alone (and ``DIR/rank.json``, when ``hftransfer rank --compare DIR``
+    wrote one); returns the paths written (each written through a temporary file and a rename)."""
     directory = Path(directory)
     summary = summarize(load_results(directory))
+    summary["ranking"] = None
+    if (directory / "rank.json").is_file():
+        summary["ranking"] = ranking_rows(rundir.read_json(directory / "rank.json"), summary)
     svgs = draw_plots(summary)
     markdown, html = render(summary, svgs)
     plots = directory / PLOTS

@@ -222,7 +222,7 @@ def write_results(directory: Path, grid: Grid) -> dict[str, Any]:
             "recipe": grid.recipe.name, "task": grid.recipe.task_type, "metric": _metric(grid),
             "metrics": metrics or [_metric(grid)],
             "arms": [{"name": a.name, "strategy": a.strategy,
-                      "source": a.source or public_name(grid.recipe.model)} for a in grid.arms],
+                      "source": a.source_name or public_name(grid.recipe.model)} for a in grid.arms],
             "baseline": grid.baseline,
             "budgets": [ALL if b is None else b for b in grid.budgets], "seeds": grid.seeds,
             "labels": first.splits.labels, "data": counts, "min_steps": grid.min_steps,

@@ -361,3 +361,26 @@ def _validate_tasks(tasks: Any) -> dict[str, TaskEntry]:
     return members
 
 
+def model_set(spec: str | list[str] | None, where: str) -> dict[str, dict[str, Any]]:
+    """Named source models (``compare --sources``, ``rank --candidates``): a comma-separated list
+    (Hub ids, directories, run directories, ``embedded``; each named as written), or a YAML file
+    of ``NAME: <model section>``, which may reshape a source (``model.init``)::
+
+        minilm: embedded
+        minilm-3-layers: {name_or_path: embedded, init: {num_hidden_layers: 3, layers: bottom}}
+    """
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else list(spec or []))]
+    if not all(items):
+        raise HFTransferError(f"{where} has an empty entry; give a comma-separated list or a YAML file")
+    if len(items) == 1 and items[0].endswith((".yaml", ".yml")) and Path(items[0]).is_file():
+        data = read_yaml(Path(items[0]))
+        if not data:
+            raise HFTransferError(f"{where}: {items[0]!r} names no models; write NAME: <model section> lines")
+        models = {}
+        for name, section in data.items():
+            section = {"name_or_path": section} if isinstance(section, str) else section
+            build(ModelSpec, section, f"{where} {items[0]}: {name}")  # unknown keys, wrong types
+            models[str(name)] = section
+        return models
+    return {item: {"name_or_path": item} for item in dict.fromkeys(items)}
+

@@ -229,20 +229,22 @@ class FeatureExtraction(Strategy):
         return {"trainable": head, "total": sum(p.numel() for p in self.full_model.parameters())}
 
     def prepare_data(self, train_ds, evals, collator, splits, processor):
-        # The cache key covers every frozen weight the features depend on: the encoder, or the
-        # whole model but its (freshly initialised, retrained) output layer.
-        if self.pooled:
-            self.model_key = fingerprint(self.full_model.base_model)
-        else:
-            self.model_key = fingerprint(self.full_model,
-                                         skip=output_layer(self.full_model, self.full_model.config.num_labels))
         train = self.features(train_ds, collator, "train")
         evals = {name: self.features(ds, collator, name) for name, ds in evals.items()}
         return train, evals, pad_token_features if self.per_token else default_data_collator
 
     def features(self, ds, collator, split: str):
-        """The features of a preprocessed split, from the cache or computed (and cached)."""
+        """The features of a preprocessed split, from the cache or computed (and cached); also
+        what ``hftransfer rank`` scores (so a later run finds them in the cache)."""
         tensors = None
+        if self.options.cache and getattr(self, "model_key", None) is None:
+            # The cache key covers every frozen weight the features depend on: the encoder, or
+            # the whole model but its (freshly initialised, retrained) output layer.
+            if self.pooled:
+                self.model_key = fingerprint(self.full_model.base_model)
+            else:
+                self.model_key = fingerprint(self.full_model,
+                                             skip=output_layer(self.full_model, self.full_model.config.num_labels))
         if self.options.cache:
             key = hashlib.sha256(
                 f"v2|{self.task.name}|{self.model_key}|{self.pooling}|"
