@@ -1,0 +1,1 @@
+"""Rank: transferability of source models before training."""
