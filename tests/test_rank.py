@@ -34,13 +34,14 @@ def candidates(tmp_path_factory, tiny_model_dir, toy_data):
     path.write_text(yaml.safe_dump({
         "tiny": str(tiny_model_dir), "tuned": str(run),
         "one-layer": {"name_or_path": str(tiny_model_dir), "init": {"num_hidden_layers": 1, "layers": "bottom"}},
-        "random": {"name_or_path": str(tiny_model_dir), "init": {"weights": "random"}}}))
+        "random": {"name_or_path": str(tiny_model_dir), "init": {"weights": "random"}}}, sort_keys=False))
     return path
 
 
 def test_rank_scores_every_candidate_and_caches_their_features(candidates, tiny_model_dir, toy_data, tmp_path,
                                                                cache):
-    recipe = tiny_recipe_dict(tiny_model_dir, toy_data, "full")
+    # Seed 1: the random twin is not the tiny model itself (that one was made with seed 0).
+    recipe = tiny_recipe_dict(tiny_model_dir, toy_data, "full", train={"seed": 1})
     result = rank(recipe, str(candidates), output_dir=tmp_path / "rank")
     ranking = json.loads(result.path.read_text())
     assert ranking == json.loads(json.dumps(result.ranking))
