@@ -25,7 +25,7 @@ from .fusion.calibrate import calibrate as calibrate_run
 from .hub import PushResult, push_run
 from .predictions import (
     check_batch_size,
-    check_inputs_file,
+    check_request,
     output_format,
     parse_top_k,
     prediction_inputs,
@@ -178,7 +178,7 @@ def predictions(run_dir: str | Path, inputs: list[Any] | str | None = None, task
     predictions (what ``hftransfer predict`` prints)."""
     given = engine.check_inputs(inputs)
     top_k, batch_size = parse_top_k(top_k), check_batch_size(batch_size)
-    check_inputs_file(file)
+    check_request(given, file, column)
     if output is not None:
         output_format(output)  # a bad extension fails before any model loads
     if is_ensemble(run_dir):

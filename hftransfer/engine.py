@@ -35,7 +35,7 @@ from .models import (
     source_license,
     source_location,
 )
-from .predictions import check_batch_size, check_inputs_file, parse_top_k, prediction_inputs
+from .predictions import check_batch_size, check_request, parse_top_k, prediction_inputs
 from .recipe import (
     ModelSpec,
     Recipe,
@@ -428,7 +428,7 @@ def predict(run_dir: str | Path, inputs: list[Any] | str | None = None, task: st
     :func:`hftransfer.predict`."""
     given = check_inputs(inputs)
     top_k, batch_size = parse_top_k(top_k), check_batch_size(batch_size)
-    check_inputs_file(file)
+    check_request(given, file, column)
     rundir.task_model_dir(Path(run_dir), task)
     run = load_run(run_dir)
     member, model, _ = run_task(run, task)

@@ -70,16 +70,25 @@ def check_inputs_file(path: str | os.PathLike | None, where: str = "--file") -> 
         raise HFTransferError(f"{where}: {str(path)!r} does not exist; give a text or data file")
 
 
+def check_request(inputs: list[Any], file: str | os.PathLike | None, column: str | None) -> None:
+    """What can be checked of predict's inputs before a model loads: some are given, ``--column``
+    comes with ``--file``, and the file exists in a known format."""
+    if column is not None and file is None:
+        raise HFTransferError("--column names the input column of --file; give --file PATH too")
+    if not inputs and file is None:
+        raise HFTransferError("predict: give inputs (texts, or image/audio file paths) as arguments "
+                              "or --file PATH (one per line or a data file; - reads stdin)")
+    check_inputs_file(file)
+
+
 def prediction_inputs(task: Any, inputs: list[Any] | None = None, file: str | os.PathLike | None = None,
                       column: str | None = None) -> list[Any]:
     """What ``predict`` reads: ``inputs``, then ``file``'s (in ``task``'s input columns, or
     ``column``); a pair task's ``"text<TAB>pair"`` strings become ``(text, pair)``."""
-    if column is not None and file is None:
-        raise HFTransferError("--column names the input column of --file; give --file PATH too")
+    check_request(list(inputs or []), file, column)
     out = list(inputs or []) + (read_inputs_file(file, task.predict_columns(column)) if file is not None else [])
     if not out:
-        raise HFTransferError("predict: give inputs (texts, or image/audio file paths) as arguments "
-                              "or --file PATH (one per line or a data file; - reads stdin)")
+        raise HFTransferError(f"--file: {str(file)!r} holds no inputs")
     if getattr(task.options, "text_pair_column", None):
         for i, item in enumerate(out):
             if isinstance(item, str):
