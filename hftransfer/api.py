@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,24 @@ from .fusion import weights
 from .fusion.calibrate import CalibrationResult
 from .fusion.calibrate import calibrate as calibrate_run
 from .hub import PushResult, push_run
+from .predictions import (
+    check_batch_size,
+    check_request,
+    output_format,
+    parse_top_k,
+    prediction_inputs,
+    write_predictions,
+)
 from .ranking import RankResult
 from .ranking import rank as _rank
 from .registry import all_strategies, all_tasks
+from .rundir import task_model_dir
 
 __all__ = [
     "CalibrationResult",
     "CompareResult",
     "LoadedRun",
+    "Predictions",
     "PushResult",
     "RankResult",
     "RunResult",
@@ -43,6 +54,7 @@ __all__ = [
     "load_ensemble",
     "load_run",
     "predict",
+    "predictions",
     "push",
     "rank",
     "report",
@@ -128,13 +140,62 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | None = None,
     return evaluate_run(run_dir, split=split, data=data, task=task)
 
 
-def predict(run_dir: str | Path, inputs: list[Any] | str, task: str | None = None) -> list[Any]:
-    """The prediction for each input, in order (``{"label", "score"}`` for classification);
-    ``task`` picks the head of a multi-task run. A single string is one input."""
+@dataclass
+class Predictions:
+    """What :func:`predictions` returns: the inputs read, their predictions, and the task that
+    made them (its ``format_prediction`` prints one)."""
+
+    inputs: list[Any]
+    results: list[Any]
+    task: Any
+
+
+def predict(run_dir: str | Path, inputs: list[Any] | str | None = None, task: str | None = None, *,
+            file: str | Path | None = None, column: str | None = None, batch_size: int = 32,
+            top_k: int | str | None = None, output: str | Path | None = None) -> list[Any]:
+    """The prediction for each input, in order (``{"label", "score"}`` for classification,
+    a list of entities for token classification); ``task`` picks the head of a multi-task run.
+    A single string is one input.
+
+    ``file``: more inputs, one a line (``.txt``, or ``-`` for stdin), or a column of a
+    csv/tsv/jsonl/json/parquet file (``column``: its name, default the recipe's input column;
+    ``"a,b"`` for a pair task). ``batch_size``: inputs per forward pass. ``top_k``
+    (classification): also list the ``top_k`` best labels' scores under ``"scores"`` (0 or
+    ``"all"``: every label). ``output``: also write one row per input to a ``.jsonl`` or
+    ``.csv`` file.
+
+    >>> hftransfer.predict("runs/sst2-lora", file="reviews.csv", column="review", top_k="all",
+    ...                    output="predictions.csv")
+    """
+    return predictions(run_dir, inputs, task, file=file, column=column, batch_size=batch_size,
+                       top_k=top_k, output=output).results
+
+
+def predictions(run_dir: str | Path, inputs: list[Any] | str | None = None, task: str | None = None, *,
+                file: str | Path | None = None, column: str | None = None, batch_size: int = 32,
+                top_k: int | str | None = None, output: str | Path | None = None) -> Predictions:
+    """:func:`predict`, returning the inputs it read and the task that predicted beside the
+    predictions (what ``hftransfer predict`` prints)."""
+    given = engine.check_inputs(inputs)
+    top_k, batch_size = parse_top_k(top_k), check_batch_size(batch_size)
+    check_request(given, file, column)
+    if output is not None:
+        output_format(output)  # a bad extension fails before any model loads
     if is_ensemble(run_dir):
         _no_task(run_dir, task)
-        return _ensemble.predict(run_dir, [inputs] if isinstance(inputs, (str, tuple)) else list(inputs))
-    return engine.predict(run_dir, inputs, task=task)
+        loaded = load_ensemble(run_dir)
+        member = loaded.runs[0].task
+        read = prediction_inputs(member, given, file, column)
+        results = loaded.predict(read, batch_size=batch_size, top_k=top_k)
+    else:
+        task_model_dir(Path(run_dir), task)  # a wrong --task fails before any model loads
+        run = load_run(run_dir)
+        member, model, _ = run_task(run, task)
+        read = prediction_inputs(member, given, file, column)
+        results = member.predict(model, run.processor, read, batch_size=batch_size, top_k=top_k)
+    if output is not None:
+        write_predictions(output, read, results)
+    return Predictions(read, results, member)
 
 
 def ensemble(runs: list[str | Path], output_dir: str | Path, combine: str = "probs",

@@ -158,15 +158,7 @@ def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | N
     model_name = recipe.name or "hftransfer-run"
     base_model = str(metrics.get("base_model") or recipe.model.name_or_path)
     dataset = recipe.data.dataset if is_hub_id(recipe.data.dataset) else None
-    dataset_name = recipe.data.dataset or recipe.name or "custom"
-    results = [
-        EvalResult(task_type=task_cls.pipeline_tag, dataset_type=dataset_name, dataset_name=dataset_name,
-                   dataset_config=recipe.data.dataset_config if dataset else None,
-                   dataset_split=split, metric_type=name, metric_name=f"{split} {name}",
-                   metric_value=float(metrics[split][name]))
-        for split in splits for name in metric_names
-        if isinstance(metrics[split].get(name), (int, float))
-    ]
+    results = _eval_results(task_cls.pipeline_tag, recipe.data, {s: metrics[s] for s in splits}, metric_names)
     data = ModelCardData(
         base_model=base_model if is_hub_id(base_model) else None,
         library_name="peft" if adapter else "transformers",
@@ -230,6 +222,7 @@ def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | N
         transfer=[(k, _fmt_setting(v)) for k, v in transfer.items() if not isinstance(v, (dict, list))]
         + _init_rows(metrics.get("init")) + _fusion_rows(metrics),
         metric_names=metric_names, result_rows=result_rows, has_baseline=bool(baseline_splits),
+        has_test="test" in splits,
         calibration=_calibration(metrics.get("calibration")),
         hyperparameters=_hyperparameters(run),
         runtime=train.get("runtime_s", "?"), samples_per_second=train.get("samples_per_second", "?"),
@@ -243,6 +236,44 @@ def render_card(run: RunFiles, *, merged: bool = False, whole_recipe: Recipe | N
         fused_with=transfer.get("source") if recipe.strategy_name == "fusion" else None,
         combine=transfer.get("combine"),
     )
+
+
+# File names that say which split a file is, not what the data is (conll2003/train.txt is conll2003).
+_SPLIT_NAMES = ("train", "training", "dev", "valid", "validation", "val", "test", "data")
+
+
+def data_name(data: Any) -> str:
+    """What the model-index calls a run's data: the Hub dataset id (or a local dataset's folder
+    name), else the name of the training data's file or folder; the folder holding a file named
+    after its split (``sst2/train.csv``: ``sst2``) or a glob (``reviews/*.csv``: ``reviews``)."""
+    if data.dataset:
+        return data.dataset if is_hub_id(data.dataset) else Path(data.dataset.rstrip("/\\")).name or data.dataset
+    entry = str(data.train or data.validation or data.test or "")
+    parts = Path(entry).parts
+    globbed = next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")), None)
+    if globbed is not None:
+        return Path(*parts[:globbed]).name if globbed else "local data"
+    path = Path(entry)
+    key = (path.stem if path.suffix else path.name).lower().replace("-", "_").split("_")[0]
+    if key in _SPLIT_NAMES and path.parent.name not in ("", ".", ".."):
+        return path.parent.name
+    return path.name if path.name not in ("", ".", "..") else "local data"
+
+
+def _eval_results(pipeline_tag: str, data: Any, by_split: dict[str, dict[str, Any]], metric_names: list[str],
+                  task_name: str | None = None) -> list[EvalResult]:
+    """The model-index entries of one task: each split's metrics on the task's data."""
+    dataset = data.dataset if is_hub_id(data.dataset) else None
+    name = data_name(data)
+    prefix = f"{task_name} " if task_name else ""
+    return [
+        EvalResult(task_type=pipeline_tag, task_name=task_name, dataset_type=name, dataset_name=name,
+                   dataset_config=data.dataset_config if dataset else None,
+                   dataset_split=split, metric_type=metric, metric_name=f"{prefix}{split} {metric}",
+                   metric_value=float(values[metric]))
+        for split, values in by_split.items() for metric in metric_names
+        if isinstance(values.get(metric), (int, float))
+    ]
 
 
 def _stage_rows(stages: Any) -> list[list[str]]:
@@ -440,9 +471,25 @@ def render_multitask_card(run: RunFiles) -> ModelCard:
         rows.append((name, entry.task_type, primary, cells[0], cells[1],
                      f"{params.get('trainable', 0):,} ({params.get('percent', 0):.2f}%)", task_cls.pipeline_tag))
     combined = [_fmt((metrics.get(split) or {}).get("combined")) for split in ("validation", "test")]
+    results, tags, untested = [], [], []
+    for name, entry in recipe.members.items():
+        task_cls = get_task(entry.task_type)
+        by_split = {split: metrics[split][name] for split in ("validation", "test")
+                    if isinstance(metrics.get(split), dict) and isinstance(metrics[split].get(name), dict)}
+        results += _eval_results(task_cls.pipeline_tag, entry.data, by_split, _metric_names(*by_split.values()),
+                                 task_name=name)
+        tags.append(task_cls.pipeline_tag)
+        if "test" not in by_split:
+            untested.append(name)
+    datasets = sorted({e.data.dataset for e in recipe.members.values() if is_hub_id(e.data.dataset)})
     data = ModelCardData(
         base_model=base_model if is_hub_id(base_model) else None,
         library_name="transformers",
+        # The Hub takes one pipeline tag: the tasks' own when they share it, else the first task's
+        # (every task's model, in tasks/NAME/, carries its own).
+        pipeline_tag=tags[0] if tags else None,
+        datasets=datasets or None,
+        eval_results=results or None,
         tags=["hftransfer", "strategy-multitask", "multi-task"] + sorted({e.task_type for e in recipe.members.values()}),
         model_name=recipe.name or "hftransfer-multitask",
         **_license(metrics),
@@ -456,4 +503,5 @@ def render_multitask_card(run: RunFiles) -> ModelCard:
         hyperparameters=_hyperparameters(run),
         runtime=train.get("runtime_s", "?"), steps=train.get("steps", "?"),
         world_size=train.get("world_size", 1), recipe=recipe.to_yaml().strip(), license=data.license,
+        untested=untested, all_untested=len(untested) == len(rows),
     )

@@ -12,7 +12,7 @@ from typing import Any
 from .errors import HFTransferError
 from .recipe import is_main_process
 from .registry import load
-from .rundir import ENSEMBLE, disk_error, require_kit_run, task_model_dir
+from .rundir import ENSEMBLE, disk_error, require_kit_run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,45 +103,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    api = _api()
-    inputs = list(args.texts)
-    if args.file:
-        try:
-            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise HFTransferError(f"--file: cannot read {args.file!r} as UTF-8 text ({exc})") from None
-        inputs += [line for line in text.splitlines() if line.strip()]
-    if not inputs:
-        raise HFTransferError("predict: give inputs (texts, or image/audio file paths) as arguments "
-                              "or --file PATH (one per line, - for stdin)")
-    if api.is_ensemble(args.run_dir):
-        if args.task:
-            raise HFTransferError(f"--task: {args.run_dir!r} is an ensemble of single-task runs; leave --task out")
-        ensemble = api.load_ensemble(args.run_dir)
-        task, model, predict = ensemble.runs[0].task, None, ensemble.predict
-    else:
-        task_model_dir(Path(args.run_dir), args.task)  # a wrong --task fails before any model loads
-        run = api.load_run(args.run_dir)
-        task, model, _ = api.run_task(run, args.task)
-
-        def predict(inputs: list[Any]) -> list[Any]:
-            return task.predict(model, run.processor, inputs)
-    if getattr(task.options, "text_pair_column", None):
-        pairs = []
-        for line in inputs:
-            if "\t" not in line:
-                raise HFTransferError(
-                    "this run classifies sentence pairs: give each input as 'text<TAB>pair'"
-                )
-            pairs.append(tuple(line.split("\t", 1)))
-        inputs = pairs
-    results = predict(inputs)
+    done = _api().predictions(args.run_dir, list(args.texts), args.task, file=args.file, column=args.column,
+                              batch_size=args.batch_size, top_k=args.top_k, output=args.output)
     if args.json:
-        print(json.dumps(results, ensure_ascii=False))
+        print(json.dumps(done.results, ensure_ascii=False))
+    elif args.output:
+        print(f"{len(done.results)} predictions written to {args.output}")
     else:
-        for text, result in zip(inputs, results):
+        for text, result in zip(done.inputs, done.results):
             shown = text if isinstance(text, str) else " ||| ".join(text)
-            print(task.format_prediction(shown, result))
+            print(done.task.format_prediction(shown, result))
     return 0
 
 
@@ -344,7 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("texts", nargs="*",
                    help="texts (pair tasks: 'text<TAB>pair'), or image/audio file paths")
-    p.add_argument("--file", help="inputs, one per line; - reads stdin")
+    p.add_argument("--file", help="more inputs: a .txt file (one per line; - reads stdin) or a "
+                   "csv/tsv/jsonl/json/parquet file (its --column)")
+    p.add_argument("--column", help="the input column of a --file data file (default: the recipe's; "
+                   "pair tasks: TEXT,PAIR)")
+    p.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass (default 32)")
+    p.add_argument("--top-k", metavar="K", help="classification: also list the K best labels' scores "
+                   '("scores"); 0 or all: every label')
+    p.add_argument("--output", metavar="PATH", help="also write one row per input with its prediction "
+                   "to PATH (.jsonl or .csv)")
     p.add_argument("--json", action="store_true", help='print a JSON list of {"label", "score"}')
     p.add_argument("--task", help="multi-task runs: the task (head, adapter) to predict with")
     p.set_defaults(func=_predict)

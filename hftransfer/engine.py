@@ -35,6 +35,7 @@ from .models import (
     source_license,
     source_location,
 )
+from .predictions import check_batch_size, check_request, parse_top_k, prediction_inputs
 from .recipe import (
     ModelSpec,
     Recipe,
@@ -418,18 +419,31 @@ def run_task(run: LoadedRun, name: str | None) -> tuple[Any, Any, list[str]]:
     return run.task.members[name], run.model.activate(name), run.metrics["labels"][name]
 
 
-def predict(run_dir: str | Path, inputs: list[Any] | str, task: str | None = None) -> list[Any]:
+def predict(run_dir: str | Path, inputs: list[Any] | str | None = None, task: str | None = None, *,
+            file: str | Path | None = None, column: str | None = None, batch_size: int = 32,
+            top_k: int | str | None = None) -> list[Any]:
     """The prediction for each input, in order (``{"label", "score"}`` for classification);
     ``task`` picks the head of a multi-task run (checked before any model loads). A single
-    string is one input."""
-    inputs = [inputs] if isinstance(inputs, (str, tuple)) else list(inputs)
-    bad = [x for x in inputs if not isinstance(x, (str, tuple, os.PathLike))]
-    if bad:
-        raise HFTransferError(f"predict: inputs are texts (or file paths), got {bad[0]!r}")
+    string is one input; ``file``, ``column``, ``batch_size`` and ``top_k`` are as for
+    :func:`hftransfer.predict`."""
+    given = check_inputs(inputs)
+    top_k, batch_size = parse_top_k(top_k), check_batch_size(batch_size)
+    check_request(given, file, column)
     rundir.task_model_dir(Path(run_dir), task)
     run = load_run(run_dir)
     member, model, _ = run_task(run, task)
-    return member.predict(model, run.processor, list(inputs))
+    return member.predict(model, run.processor, prediction_inputs(member, given, file, column),
+                          batch_size=batch_size, top_k=top_k)
+
+
+def check_inputs(inputs: list[Any] | str | None) -> list[Any]:
+    """Inputs given in code as a list (a single string or pair: one input), each a text, a pair
+    of texts or a file path."""
+    inputs = [] if inputs is None else [inputs] if isinstance(inputs, (str, tuple)) else list(inputs)
+    bad = [x for x in inputs if not isinstance(x, (str, tuple, os.PathLike))]
+    if bad:
+        raise HFTransferError(f"predict: inputs are texts (or file paths), got {bad[0]!r}")
+    return inputs
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = None,

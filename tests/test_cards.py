@@ -180,3 +180,97 @@ def test_write_cards_returns_the_readme(runs):
     paths = write_cards(runs["full"])
     assert paths == [runs["full"] / "README.md"]
     assert ModelCard.load(paths[0]).data.eval_results
+
+
+# --------------------------------------------------------------------------- cards say only what is true
+
+
+def _without_test(metrics: dict) -> dict:
+    metrics = {k: v for k, v in metrics.items() if k != "test"}
+    metrics["data"] = {**metrics["data"], "test": 0}
+    return metrics
+
+
+def test_a_run_without_a_test_split_claims_none(tiny_model_dir, toy_data):
+    recipe = load_recipe(recipe_dict(str(tiny_model_dir), toy_data, data={"test": None}))
+    card = render_card(RunFiles(recipe, _without_test(fake_metrics(str(tiny_model_dir))), None, None))
+    assert "read once" not in card.text and "test split was" not in card.text
+    assert "There was no test split" in card.text
+    assert {split for split, _ in model_index(card)} == {"validation"}
+    with_test = render_card(RunFiles(load_recipe(recipe_dict(str(tiny_model_dir), toy_data)),
+                                     fake_metrics(str(tiny_model_dir)), None, None))
+    assert "the test split was read once, at the end" in with_test.text
+
+
+def test_model_index_names_the_data_not_the_recipe(tiny_model_dir, toy_data, tmp_path):
+    from hftransfer.cards import data_name
+
+    recipe = load_recipe(recipe_dict(str(tiny_model_dir), toy_data, name="my-recipe"))
+    card = render_card(RunFiles(recipe, fake_metrics(str(tiny_model_dir)), None, None))
+    names = {(r.dataset_name, r.dataset_type) for r in card.data.eval_results}
+    assert names == {(toy_data.name, toy_data.name)}  # toy_data/train.csv: the folder names the data
+    assert "my-recipe" not in {n for pair in names for n in pair}
+    hub = load_recipe(recipe_dict(str(tiny_model_dir), toy_data, data={"dataset": "stanfordnlp/sst2", "train": None,
+                                                                        "validation": None, "test": None}))
+    card = render_card(RunFiles(hub, fake_metrics(str(tiny_model_dir)), None, None))
+    assert {r.dataset_name for r in card.data.eval_results} == {"stanfordnlp/sst2"}
+    spec = lambda train: load_recipe(recipe_dict(str(tiny_model_dir), toy_data, data={"train": train})).data  # noqa: E731
+    (tmp_path / "reviews").mkdir()
+    shutil.copy(toy_data / "train.csv", tmp_path / "reviews" / "my_reviews.csv")
+    assert data_name(spec(str(tmp_path / "reviews" / "my_reviews.csv"))) == "my_reviews.csv"
+    assert data_name(spec(str(tmp_path / "reviews" / "*.csv"))) == "reviews"
+    assert data_name(spec(str(tmp_path / "reviews"))) == "reviews"
+
+
+def test_the_conll2003_card_names_conll2003(shared_data, tiny_model_dir, toy_data):
+    from hftransfer.cards import data_name
+
+    recipe = recipe_dict(str(tiny_model_dir), toy_data)
+    recipe["task"] = {"type": "token-classification"}
+    recipe["data"] = {s: str(shared_data / "conll2003" / f"{s}.txt") for s in ("train", "validation", "test")}
+    assert data_name(load_recipe(recipe).data) == "conll2003"
+
+
+def test_cards_link_no_package_index_page(tiny_model_dir, toy_data):
+    recipe = load_recipe(recipe_dict(str(tiny_model_dir), toy_data))
+    card = render_card(RunFiles(recipe, fake_metrics(str(tiny_model_dir)), None, None))
+    assert "pypi.org" not in card.text
+    assert "pypi.org" not in _multitask_card(tiny_model_dir, toy_data).text
+
+
+def _multitask_card(tiny_model_dir, toy_data, test: bool = True):
+    from hftransfer.cards import render_multitask_card
+
+    splits = ("train", "validation", "test") if test else ("train", "validation")
+    recipe = load_recipe({
+        "name": "tiny-multitask", "model": {"name_or_path": str(tiny_model_dir)},
+        "tasks": {"sentiment": {"task": {"type": "text-classification"},
+                                "data": {s: str(toy_data / f"{s}.csv") for s in splits}},
+                  "ner": {"task": {"type": "token-classification"},
+                          "data": {"dataset": "eriktks/conll2003", "validation_split": "validation"}}},
+        "strategy": {"name": "multitask"}, "train": {"num_train_epochs": 1}})
+    per_split = lambda s: {"sentiment": {"accuracy": 0.75, "f1": 0.7, "loss": 0.5},  # noqa: E731
+                           "ner": {"precision": 0.5, "recall": 0.4, "f1": 0.45, "f1_PER": 0.6}}
+    metrics = {"strategy": "multitask", "base_model": str(tiny_model_dir), "validation": per_split("validation"),
+               "tasks": {"sentiment": "text-classification", "ner": "token-classification"},
+               "params": {"tasks": {}}, "train": {"runtime_s": 1.0}}
+    if test:
+        metrics["test"] = per_split("test")
+    return render_multitask_card(RunFiles(recipe, metrics, None, None))
+
+
+def test_multitask_card_has_a_pipeline_tag_and_a_model_index_per_task(tiny_model_dir, toy_data, tmp_path):
+    card = _multitask_card(tiny_model_dir, toy_data)
+    card.save(str(tmp_path / "README.md"))
+    loaded = ModelCard.load(tmp_path / "README.md")
+    assert loaded.data.pipeline_tag == "text-classification"  # the first task's
+    entries = {(r.task_name, r.task_type, r.dataset_name, r.dataset_split, r.metric_type): r.metric_value
+               for r in loaded.data.eval_results}
+    assert entries[("sentiment", "text-classification", toy_data.name, "test", "accuracy")] == 0.75
+    assert entries[("ner", "token-classification", "eriktks/conll2003", "validation", "f1")] == 0.45
+    assert entries[("ner", "token-classification", "eriktks/conll2003", "test", "f1_PER")] == 0.6
+    assert not any(key[-1] == "loss" for key in entries)
+    assert loaded.data.datasets == ["eriktks/conll2003"]
+    assert "test splits were read once" in loaded.text
+    untested = _multitask_card(tiny_model_dir, toy_data, test=False)
+    assert "read once" not in untested.text and "There were no test splits" in untested.text

@@ -30,6 +30,7 @@ import numpy as np
 from .. import rundir
 from ..engine import LoadedRun, load_run, split_outputs
 from ..errors import HFTransferError
+from ..tasks.base import label_scores
 from . import scores
 from .runs import derived_run, finish_derived, load_single_task_run
 
@@ -190,11 +191,11 @@ class _Ensemble:
         outputs = [split_outputs(run, split, data, data_of=self.runs[0]) for run in self.runs]
         return combine([o.logits for o in outputs], self.temperatures, self.weights, self.how), outputs[0].labels
 
-    def predict(self, inputs: list[Any]) -> list[dict[str, Any]]:
-        logits = [run.task.logits(run.model, run.processor, inputs).numpy() for run in self.runs]
+    def predict(self, inputs: list[Any], batch_size: int = 32, top_k: int | None = None) -> list[dict[str, Any]]:
+        """``{"label", "score"}`` per input (with ``top_k``: ``"scores"`` too, as a run's)."""
+        logits = [run.task.logits(run.model, run.processor, inputs, batch_size).numpy() for run in self.runs]
         probs = np.exp(combine(logits, self.temperatures, self.weights, self.how))
-        names = self.runs[0].metrics["labels"]
-        return [{"label": names[int(p.argmax())], "score": float(p.max())} for p in probs]
+        return label_scores(probs, self.runs[0].metrics["labels"], top_k)
 
 
 def load(run_dir: str | Path) -> _Ensemble:
@@ -234,9 +235,11 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | None = None) 
             "f1": _f1(log_probs, labels, len(ensemble.runs[0].metrics["labels"]))}
 
 
-def predict(run_dir: str | Path, inputs: list[Any]) -> list[dict[str, Any]]:
-    """``[{"label", "score"}]`` per input: the ensemble's probability of its top label."""
-    return load(run_dir).predict(list(inputs))
+def predict(run_dir: str | Path, inputs: list[Any], batch_size: int = 32,
+            top_k: int | None = None) -> list[dict[str, Any]]:
+    """``[{"label", "score"}]`` per input: the ensemble's probability of its top label (with
+    ``top_k``, the best ``top_k`` labels' too; 0: all)."""
+    return load(run_dir).predict(list(inputs), batch_size, top_k)
 
 
 def _card(run_dir: Path, metrics: dict[str, Any]) -> str:

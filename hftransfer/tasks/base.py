@@ -157,8 +157,25 @@ class Task:
         """TrainerCallbacks the task needs beside the strategy's (warming up a new head)."""
         return []
 
-    def predict(self, model: Any, processor: Any, inputs: list[Any], batch_size: int = 32) -> list[Any]:
+    def predict(self, model: Any, processor: Any, inputs: list[Any], batch_size: int = 32,
+                top_k: int | None = None) -> list[Any]:
+        """The prediction for each input, in order, ``batch_size`` inputs at a time; ``top_k``
+        (classification): also list the ``top_k`` best labels' scores (0: every label's)."""
         raise NotImplementedError
+
+    def predict_columns(self, column: str | None = None) -> list[str]:
+        """The columns ``predict --file`` reads from a data file: ``column`` (comma-separated,
+        one per input column), or the recipe's input columns."""
+        own = self.input_columns()
+        if column is None:
+            return own
+        names = [c.strip() for c in str(column).split(",")]
+        if len(names) != len(own) or not all(names):
+            raise HFTransferError(
+                f"--column: this run reads {len(own)} input column(s) ({', '.join(own)}); give "
+                f"{'one column name' if len(own) == 1 else f'{len(own)} names separated by commas'}, "
+                f"got {column!r}")
+        return names
 
     def format_prediction(self, shown: str, result: Any) -> str:
         """One line of ``hftransfer predict`` output (without --json)."""
@@ -323,17 +340,29 @@ class ClassificationTask(Task):
         """The model's logits for raw inputs: a float tensor [inputs, labels], in input order."""
         raise NotImplementedError
 
-    def predict(self, model, processor, inputs, batch_size=32):
-        """``[{"label": name, "score": p}]`` per input, in input order."""
-        return self.top_label(model, self.logits(model, processor, inputs, batch_size))
+    def predict(self, model, processor, inputs, batch_size=32, top_k=None):
+        """``[{"label": name, "score": p}]`` per input, in input order; with ``top_k`` also
+        ``"scores"``: the ``top_k`` best labels (0: all), best first, ``[{"label", "score"}]``."""
+        logits = self.logits(model, processor, inputs, batch_size)
+        return label_scores(logits.float().softmax(-1).cpu().numpy(), model.config.id2label, top_k)
 
     @staticmethod
     def top_label(model, logits) -> list[dict[str, Any]]:
         """``[{"label": name, "score": p}]`` for a batch of logits."""
-        id2label = model.config.id2label
-        probs = logits.float().softmax(-1).cpu()
-        out = []
-        for p in probs:
-            best = int(p.argmax())
-            out.append({"label": id2label.get(best, str(best)), "score": float(p[best])})
-        return out
+        return label_scores(logits.float().softmax(-1).cpu().numpy(), model.config.id2label)
+
+
+def label_scores(probs: Any, names: Any, top_k: int | None = None) -> list[dict[str, Any]]:
+    """``{"label", "score"}`` of the best label of each row of probabilities [inputs, labels]
+    (``names``: index -> label, a list or a mapping); with ``top_k``, also ``"scores"``: the
+    ``top_k`` best (0: every label), best first."""
+    name = (lambda i: names[i]) if isinstance(names, (list, tuple)) else (lambda i: names.get(i, str(i)))
+    out = []
+    for p in np.asarray(probs):
+        order = np.argsort(-p, kind="stable")
+        best = int(order[0])
+        row: dict[str, Any] = {"label": name(best), "score": float(p[best])}
+        if top_k is not None:
+            row["scores"] = [{"label": name(int(i)), "score": float(p[i])} for i in order[:top_k or len(order)]]
+        out.append(row)
+    return out

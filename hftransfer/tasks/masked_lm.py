@@ -240,9 +240,14 @@ class MaskedLM(Task):
     def metric_names(self, labels):
         return ["perplexity"]
 
-    def predict(self, model, processor, inputs, batch_size=32):
-        """Fill-mask: the top 5 tokens for each mask token of each input."""
+    def predict(self, model, processor, inputs, batch_size=32, top_k=None):
+        """Fill-mask: the ``top_k`` (default 5) best tokens for each mask token of each input."""
         import torch
+
+        if top_k == 0:
+            raise HFTransferError("--top-k: a masked-lm run fills masks from its whole vocabulary; give a "
+                                  "number of candidates, not 0 or 'all'")
+        top_k = top_k or 5
 
         mask = processor.mask_token
         missing = [i for i, text in enumerate(inputs, start=1) if mask not in str(text)]
@@ -261,7 +266,7 @@ class MaskedLM(Task):
                 masks = []
                 for pos in (ids == processor.mask_token_id).nonzero().flatten().tolist():
                     probs = row[pos].softmax(-1)
-                    top = probs.topk(5)
+                    top = probs.topk(min(top_k, probs.numel()))
                     masks.append([{"token": processor.convert_ids_to_tokens(int(t)), "score": float(p)}
                                   for p, t in zip(top.values, top.indices)])
                 if not masks:

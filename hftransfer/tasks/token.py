@@ -1,5 +1,11 @@
 """Token classification (named entities and other IOB tagging): CoNLL column files or token/tag
-list columns, labels on the first sub-word of each word, entity-level metrics (seqeval)."""
+list columns, labels on the first sub-word of each word, entity-level metrics (seqeval).
+
+A *word* is what a CoNLL file holds on one line: raw text given to ``predict`` is split the same
+way (on whitespace, a byte-order mark counting as whitespace), so ``@mike_j,`` is one word in
+training, evaluation and prediction alike. A word the tokenizer turns into no sub-word at all (a
+lone U+FE0F variation selector, a zero-width space) is fed to the model as the unknown token, so
+it is trained on, scored and predicted like any other word."""
 from __future__ import annotations
 
 import hashlib
@@ -21,11 +27,22 @@ logger = logging.getLogger("hftransfer")
 
 CONLL_EXTENSIONS = (".conll", ".conllu", ".txt", ".iob", ".iob2", ".bio")
 _TAG = re.compile(r"^(O|[BI]-\S+)$")
+_BOM = "\ufeff"
+# Words are what whitespace separates; a byte-order mark (concatenated files leave one inside)
+# is whitespace too, never part of a word.
+_WORD = re.compile(r"[^\s\ufeff]+")
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """The words of raw text as a CoNLL file would hold them, with character offsets:
+    ``[(word, start, end)]`` (whitespace separates words; punctuation stays in its word)."""
+    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
 def read_conll(path: Path, where: str) -> list[dict[str, list[str]]]:
     """Sentences of a CoNLL column file: the token in the first column, the tag in the last;
-    blank lines end sentences; ``-DOCSTART-`` lines are skipped; LF or CRLF."""
+    blank lines end sentences; ``-DOCSTART-`` lines are skipped; LF or CRLF; a byte-order mark
+    anywhere is whitespace (a line holding only one is blank)."""
     sentences: list[dict[str, list[str]]] = []
     tokens: list[str] = []
     tags: list[str] = []
@@ -38,7 +55,7 @@ def read_conll(path: Path, where: str) -> list[dict[str, list[str]]]:
             tags.clear()
 
     for number, line in enumerate(read_text(path, where).splitlines(), start=1):
-        fields = line.split()
+        fields = line.replace(_BOM, " ").split()
         if not fields:
             end_sentence()
             continue
@@ -207,6 +224,38 @@ class TokenClassification(Task):
     def _max_length(self, tokenizer) -> int:
         return max_text_length(self.options.max_length, tokenizer, self.position_limit)
 
+    def encode_words(self, processor, sentences: list[list[str]], windows: bool = False):
+        """Tokenize sentences given as words (``is_split_into_words``). A word that comes out as
+        no sub-word at all is replaced by the tokenizer's unknown token and encoded again, so
+        every word has a first sub-word to carry its tag. ``windows``: overlapping windows of
+        the model's length cover long sentences whole (offsets and the sample mapping returned);
+        otherwise they are truncated."""
+        limit = self._max_length(processor)
+        extra = {"return_overflowing_tokens": True, "stride": limit // 4,
+                 "return_offsets_mapping": True} if windows else {}
+
+        def encode(words):
+            return processor(words, is_split_into_words=True, truncation=True, max_length=limit, **extra)
+
+        enc = encode(sentences)
+        unk = processor.unk_token
+        if not unk or not sentences:
+            return enc
+        seen: list[set[int]] = [set() for _ in sentences]
+        cut = [False] * len(sentences)
+        owners = enc["overflow_to_sample_mapping"] if windows else range(len(sentences))
+        for i, owner in enumerate(owners):
+            seen[owner].update(w for w in enc.word_ids(i) if w is not None)
+            cut[owner] |= not windows and bool(enc.encodings[i].overflowing)
+        fixed, changed = [], False
+        for words, have, truncated in zip(sentences, seen, cut):
+            # Past the last encoded word of a truncated sentence, words are cut off, not empty.
+            end = max(have, default=-1) if truncated else len(words)
+            empty = {w for w in range(end) if w not in have}
+            changed |= bool(empty)
+            fixed.append([unk if w in empty else word for w, word in enumerate(words)])
+        return encode(fixed) if changed else enc
+
     def preprocess(self, ds, processor, labels, training=False):
         o = self.options
         label2id = {name: i for i, name in enumerate(labels)}
@@ -214,27 +263,26 @@ class TokenClassification(Task):
         truncated = [0]
 
         def encode(batch):
-            enc = processor(batch[o.tokens_column], is_split_into_words=True, truncation=True,
-                            max_length=self._max_length(processor))
-            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            enc = self.encode_words(processor, batch[o.tokens_column])
+            truncated[0] += sum(bool(e.overflowing) for e in enc.encodings)
+            out = {key: enc[key] for key in enc.keys()}
+            out["length"] = [len(ids) for ids in enc["input_ids"]]
             if labelled:
                 aligned = []
                 for i, tags in enumerate(batch[o.tags_column]):
                     ids, previous = [], None
-                    words = enc.word_ids(i)
-                    for word in words:
+                    for word in enc.word_ids(i):
                         # The first sub-word of each word carries its tag; the rest and the
                         # special tokens are ignored by the loss and the metrics.
                         ids.append(-100 if word is None or word == previous else label2id[tags[word]])
                         previous = word
-                    if max((w for w in words if w is not None), default=-1) + 1 < len(tags):
-                        truncated[0] += 1
                     aligned.append(ids)
-                enc["labels"] = aligned
-            return enc
+                out["labels"] = aligned
+            return out
 
         fingerprint = hashlib.sha256(
-            f"{ds._fingerprint}|{processor.name_or_path}|{self.options}|{labels}".encode()).hexdigest()[:16]
+            f"{ds._fingerprint}|{processor.name_or_path}|{self.options}|{labels}|unk-words".encode()
+        ).hexdigest()[:16]
         out = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing",
                      new_fingerprint=fingerprint)
         if truncated[0]:
@@ -276,29 +324,100 @@ class TokenClassification(Task):
 
         return compute
 
-    def predict(self, model, processor, inputs, batch_size=32):
-        """Inputs are sentences; returns, per sentence, its entities
-        ``[{"entity_group", "score", "word", "start", "end"}]`` with character offsets."""
-        from transformers import TokenClassificationPipeline
+    def tag_words(self, model, processor, texts: list[str], batch_size: int = 32) -> list[list[dict[str, Any]]]:
+        """Per text, its words (split as CoNLL files are: on whitespace) with their predicted tags:
+        ``[{"word", "start", "end", "tag", "score"}]``, character offsets into the text. Each
+        word's tag is what evaluation scores for it: the label of its first sub-word. A long text
+        is read in overlapping windows; a word takes its tag from the window where it sits
+        farthest from an edge."""
+        import torch
 
         base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: adapters are in place
-        # The pipeline cuts inputs at the tokenizer's limit, which may exceed the model's
-        # positions; at the model's limit, with overlapping windows, a long text is tagged whole.
-        limit, saved = self._max_length(processor), processor.model_max_length
-        processor.model_max_length = limit
-        try:
-            tagger = TokenClassificationPipeline(model=base, tokenizer=processor, aggregation_strategy="first",
-                                                 device=next(base.parameters()).device, stride=limit // 4)
-            results = tagger(list(inputs), batch_size=batch_size)
-        finally:
-            processor.model_max_length = saved
-        if inputs and isinstance(results, list) and results and isinstance(results[0], dict):
-            results = [results]  # one input
-        return [[{"entity_group": e["entity_group"], "score": float(e["score"]),
-                  "word": text[e["start"]:e["end"]], "start": int(e["start"]), "end": int(e["end"])}
-                 for e in entities] for text, entities in zip(inputs, results)]
+        device = next(base.parameters()).device
+        id2label = base.config.id2label
+        base.eval()
+        out = []
+        for first in range(0, len(texts), batch_size):
+            spans = [split_words(str(text)) for text in texts[first:first + batch_size]]
+            sentences = [[w for w, _, _ in words] for words in spans]
+            best: list[dict[int, tuple[int, Any]]] = [{} for _ in spans]  # word -> (margin, probs)
+            if any(sentences):
+                present = [i for i, words in enumerate(sentences) if words]
+                enc = self.encode_words(processor, [sentences[i] for i in present], windows=True)
+                owners = [present[o] for o in enc["overflow_to_sample_mapping"]]
+                # A word's first sub-word starts its earliest offset; a window that opens inside
+                # a word must not pass a later sub-word off as its first.
+                starts: list[dict[int, int]] = [{} for _ in spans]
+                for j, owner in enumerate(owners):
+                    for word, (begin, _) in zip(enc.word_ids(j), enc["offset_mapping"][j]):
+                        if word is not None:
+                            starts[owner][word] = min(begin, starts[owner].get(word, begin))
+                keys = [k for k in enc.keys() if k not in ("offset_mapping", "overflow_to_sample_mapping")]
+                for lo in range(0, len(owners), batch_size):
+                    rows = [{k: enc[k][j] for k in keys} for j in range(lo, min(lo + batch_size, len(owners)))]
+                    batch = processor.pad(rows, return_tensors="pt")
+                    with torch.no_grad():
+                        probs = base(**{k: v.to(device) for k, v in batch.items()}).logits.float().softmax(-1).cpu()
+                    for j, row in zip(range(lo, lo + len(rows)), probs):
+                        words = enc.word_ids(j)
+                        content = [p for p, w in enumerate(words) if w is not None]
+                        previous = None
+                        for pos, word in enumerate(words):
+                            if word is None or word == previous:
+                                previous = word
+                                continue
+                            previous = word
+                            if enc["offset_mapping"][j][pos][0] != starts[owners[j]][word]:
+                                continue  # the window opens inside this word
+                            margin = min(pos - content[0], content[-1] - pos)
+                            if word not in best[owners[j]] or margin > best[owners[j]][word][0]:
+                                best[owners[j]][word] = (margin, row[pos])
+            for words, chosen in zip(spans, best):
+                tagged = []
+                for w, (word, start, end) in enumerate(words):
+                    if w in chosen:
+                        probs = chosen[w][1]
+                        label = int(probs.argmax())
+                        tag, score = id2label.get(label, str(label)), float(probs[label])
+                    else:  # no sub-word even as the unknown token: nothing to tag it with
+                        tag, score = "O", None
+                    tagged.append({"word": word, "start": start, "end": end, "tag": tag, "score": score})
+                out.append(tagged)
+        return out
+
+    def predict(self, model, processor, inputs, batch_size=32, top_k=None):
+        """Inputs are sentences; returns, per sentence, its entities
+        ``[{"entity_group", "score", "word", "start", "end"}]`` with character offsets. Words
+        are whitespace-separated, as in training (see :meth:`tag_words`); consecutive words
+        join an entity as the ``transformers`` pipeline joins them (an ``I-`` tag of the same
+        type continues it), and its score is the mean of its words'."""
+        if top_k is not None:
+            raise HFTransferError("--top-k: a token-classification run tags words with entities; leave --top-k out")
+        return [entities(text, words) for text, words in zip(inputs, self.tag_words(model, processor, inputs, batch_size))]
 
     def format_prediction(self, text: str, result: list[dict[str, Any]]) -> str:
         spans = ", ".join(f"{e['entity_group']} {e['word']!r} [{e['start']}:{e['end']}] {e['score']:.2f}"
                           for e in result)
         return f"{text}\t{spans or '(no entities)'}"
+
+
+def entities(text: str, words: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tagged words grouped into entities ``{"entity_group", "score", "word", "start", "end"}``
+    the way the ``transformers`` pipeline groups them: a word joins the one before when it has the
+    same type and no ``B-`` prefix; ``O`` groups are dropped."""
+    groups: list[list[dict[str, Any]]] = []
+    for word in words:
+        bi, kind = (word["tag"][:1], word["tag"][2:]) if word["tag"][1:2] == "-" else ("I", word["tag"])
+        if groups and groups[-1][0]["kind"] == kind and bi != "B":
+            groups[-1].append({**word, "kind": kind})
+        else:
+            groups.append([{**word, "kind": kind}])
+    out = []
+    for group in groups:
+        if group[0]["kind"] == "O":
+            continue
+        scores = [w["score"] for w in group if w["score"] is not None]
+        start, end = group[0]["start"], group[-1]["end"]
+        out.append({"entity_group": group[0]["kind"], "score": float(np.mean(scores)) if scores else 0.0,
+                    "word": text[start:end], "start": start, "end": end})
+    return out
