@@ -71,15 +71,18 @@ load_ensemble = _ensemble.load
 
 
 def train(recipe: Any, overrides: list[str] | None = None, output_dir: str | Path | None = None,
-          overwrite: bool = False, resume: bool = False) -> RunResult:
+          overwrite: bool = False, resume: bool = False, keep_checkpoints: bool = False) -> RunResult:
     """Train a recipe into a run directory and return it with its metrics; a staged recipe
     (``stages:``) trains its stages in order into one directory (:mod:`hftransfer.pipeline`).
+    A finished run keeps its ``checkpoints/`` (optimizer state, for nothing but ``resume``) only
+    with ``keep_checkpoints=True``.
 
     >>> result = train("recipes/quickstart.yaml", ["train.num_train_epochs=1"])
     >>> result.metrics["test"]["accuracy"]
     """
     run = pipeline.train if pipeline.is_staged(recipe) else engine.train
-    return run(recipe, overrides, output_dir=output_dir, overwrite=overwrite, resume=resume)
+    return run(recipe, overrides, output_dir=output_dir, overwrite=overwrite, resume=resume,
+               keep_checkpoints=keep_checkpoints)
 
 
 def check(recipe: Any, overrides: list[str] | None = None) -> Any:

@@ -5,10 +5,12 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .errors import HFTransferError
 from .recipe import is_main_process
 from .registry import load
@@ -29,7 +31,8 @@ def _api() -> Any:
 
 def _train(args: argparse.Namespace) -> int:
     result = _api().train(args.recipe, args.overrides, output_dir=args.output_dir,
-                          overwrite=args.overwrite, resume=args.resume)
+                          overwrite=args.overwrite, resume=args.resume,
+                          keep_checkpoints=args.keep_checkpoints)
     if result.metrics is not None and is_main_process():
         summary = {s: result.metrics[s] for s in ("validation", "test", "forgetting") if s in result.metrics}
         print(f"run saved to {result.run_dir}")
@@ -140,11 +143,11 @@ def _ls(args: argparse.Namespace) -> int:
     print("strategies:")
     for name, cls in api.strategies().items():
         defaults = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
-        print(f"  {name:20s} {cls.description}")
+        print(f"  {name:20s} {plain_text(cls.description)}")
         print(f"  {'':20s} defaults: {defaults}")
     print("tasks:")
     for name, cls in api.tasks().items():
-        print(f"  {name:20s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        print(f"  {name:20s} {plain_text((cls.__doc__ or '').strip().splitlines()[0])}")
     recipes = sorted(p for p in Path("recipes").glob("**/*.yaml")
                      if "accelerate" not in p.parts and p.is_file())  # those are Accelerate configs
     print("recipes:" + ("" if recipes else " (none in ./recipes)"))
@@ -155,6 +158,18 @@ def _ls(args: argparse.Namespace) -> int:
             first = []
         print(f"  {str(path):40s} {first[0].lstrip('# ') if first else ''}")
     return 0
+
+
+_REST_ROLE = re.compile(r":[\w:.-]+:`(~?)([^`]*)`")
+_REST_LITERAL = re.compile(r"``([^`]*)``|`([^`]*)`")
+
+
+def plain_text(text: str) -> str:
+    """A docstring line as a terminal shows it: reST markup (``literal``, :role:`target`,
+    `interpreted`) reduced to its words."""
+    # :func:`~a.b.c` shows as c, :func:`a.b.c` as a.b.c (what Sphinx renders).
+    text = _REST_ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return _REST_LITERAL.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), text)
 
 
 def _card(args: argparse.Namespace) -> int:
@@ -234,7 +249,11 @@ def _size(n: int) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hftransfer", description=(
         "Transfer a pretrained Hugging Face model to your task with one recipe."))
-    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    parser.add_argument("--version", action="version", version=f"hftransfer {__version__}")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    noise.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bars or progress lines: warnings, errors and results only")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a recipe into a run directory")
@@ -243,11 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="run directory (default: runs/<recipe name>)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep RUN/checkpoints (optimizer state and a second copy of the model) in the "
+                   "finished run; by default they go once the run finishes")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("validate", help="check a recipe without training")
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("recipe", help="YAML recipe file")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. strategy.name=lora")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser(
@@ -305,14 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_report)
 
     p = sub.add_parser("evaluate", help="metrics of a run on a split or a data file")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a finished run directory (or an ensemble)")
     p.add_argument("--split", default="test", help="train, validation or test (default test)")
     p.add_argument("--data", help="a data file with the recipe's columns, instead of a split")
     p.add_argument("--task", help="multi-task runs: evaluate this task only (default: all)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="predict labels with a run")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a finished run directory (or an ensemble)")
     p.add_argument("texts", nargs="*",
                    help="texts (pair tasks: 'text<TAB>pair'), or image/audio file paths")
     p.add_argument("--file", help="more inputs: a .txt file (one per line; - reads stdin) or a "
@@ -329,14 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("card", help="re-render a run's model card (README.md)")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a finished run directory made by hftransfer")
     p.set_defaults(func=_card)
 
     p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub",
                        description="Upload the publishable part of a run (model or adapter, "
                        "tokenizer, card, recipe.yaml, metrics.json; never checkpoints, logs or "
                        "pickle files). The token comes from HF_TOKEN or `hf auth login`.")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a finished run directory to upload")
     p.add_argument("--repo-id", required=True, help="namespace/name (or name) of the Hub repo")
     p.add_argument("--private", action="store_true", help="create the repo private (if it is new)")
     p.add_argument("--revision", help="branch to commit to (created if missing; default main)")
@@ -411,9 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries(verbose: bool) -> None:
+def _quiet_libraries(verbose: bool, quiet: bool = False) -> None:
     logging.basicConfig(format="%(message)s", level=logging.INFO)
-    logging.getLogger("hftransfer").setLevel(logging.INFO)
+    # --quiet: the kit's INFO lines and its progress (bars and lines) off; warnings stay.
+    logging.getLogger("hftransfer").setLevel(logging.WARNING if quiet else logging.INFO)
     if not verbose:
         import warnings
 
@@ -455,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         getattr(args, trailing).extend(extra)
     try:
-        _quiet_libraries(args.verbose)
+        _quiet_libraries(args.verbose, args.quiet)
         return args.func(args)
     except HFTransferError as exc:
         sys.stderr.write(f"error: {_one_line(str(exc))}\n")

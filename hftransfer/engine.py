@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_callback import PrinterCallback
 
 from . import rundir
 from .cards import write_cards
@@ -32,10 +32,12 @@ from .models import (
     load_pretrained,
     network_config,
     public_name,
+    quiet_loading,
     source_license,
     source_location,
 )
 from .predictions import check_batch_size, check_request, parse_top_k, prediction_inputs
+from .progress import data_bars, show_bars
 from .recipe import (
     ModelSpec,
     Recipe,
@@ -103,6 +105,8 @@ def prepare(recipe: Recipe, checkpoints: Path) -> Setup:
     strategy = strategy_cls(recipe.strategy_options, task)
     values = training_values(recipe.train, task.training_defaults, strategy.defaults)
     args = make_training_arguments(values, str(checkpoints))
+    if "disable_tqdm" not in values:  # bars on a terminal, log lines elsewhere (not recorded: no setting)
+        args.disable_tqdm = not show_bars()
     data_seed = recipe.data.seed if recipe.data.seed is not None else args.seed
     config = network_config(recipe.model)
     for member in getattr(task, "members", {None: task}).values():
@@ -173,8 +177,11 @@ def train(
     output_dir: str | Path | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    keep_checkpoints: bool = False,
 ) -> RunResult:
-    """Run a recipe end to end and return the run directory and its metrics.
+    """Run a recipe end to end and return the run directory and its metrics. The finished run
+    keeps its ``checkpoints/`` only with ``keep_checkpoints`` (an interrupted run keeps them in
+    its staging folder for ``resume`` either way).
 
     >>> result = train("recipes/quickstart.yaml", ["train.num_train_epochs=1"])
     >>> result.metrics["test"]["accuracy"]
@@ -201,7 +208,7 @@ def train(
     try:
         metrics, trainer = _train(setup, checkpoint, started)
         if held is not None:
-            _write_run(held, run_dir, setup, trainer, metrics, overwrite)
+            _write_run(held, run_dir, setup, trainer, metrics, overwrite, keep_checkpoints)
     except HFTransferError:
         _abandon(held, resume)
         raise
@@ -250,7 +257,8 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
                 f"{params['trainable']:,}", f"{params['total']:,}",
                 100 * params["trainable"] / max(params["total"], 1))
 
-    train_ds, evals = task.encode_splits(splits, setup.processor, augment=strategy.augments)
+    with data_bars():
+        train_ds, evals = task.encode_splits(splits, setup.processor, augment=strategy.augments)
     train_ds, evals, collator = strategy.prepare_data(train_ds, evals, task.collator(setup.processor),
                                                       splits, setup.processor)
 
@@ -316,12 +324,13 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
 
 
 def _write_run(held: rundir.Stage, run_dir: Path, setup: Setup, trainer: Trainer, metrics: dict[str, Any],
-               overwrite: bool) -> None:
+               overwrite: bool, keep_checkpoints: bool = False) -> None:
     """The finished run, in the staging folder, then renamed into place. The cards render from
     the files written before them (and the metrics as metrics.json will hold them), as
     ``hftransfer card`` renders them later."""
     stage, strategy, processor = held.path, setup.strategy, setup.processor
-    strategy.save(trainer.model, stage)
+    with quiet_loading():  # no "Writing model shards" bar for a file written in a blink
+        strategy.save(trainer.model, stage)
     processor.save_pretrained(stage)
     strategy.export(trainer.model, stage, processor)
     (stage / rundir.RECIPE).write_text(setup.recipe.to_yaml(), encoding="utf-8")
@@ -333,6 +342,10 @@ def _write_run(held: rundir.Stage, run_dir: Path, setup: Setup, trainer: Trainer
     write_cards(stage, metrics=rundir.as_json(metrics))
     # metrics.json last: with recipe.yaml it marks a finished run.
     rundir.write_json(stage / rundir.METRICS, metrics)
+    if not keep_checkpoints:
+        # Only --resume of an interrupted run reads them (from the staging folder); in a finished
+        # run they would double its size (optimizer state, a second copy of the weights).
+        rundir.drop_checkpoints(stage)
     held.finish(run_dir, overwrite)
 
 
@@ -497,21 +510,21 @@ def _encoded_split(run: LoadedRun, name: str | None, split: str, data: str | Non
             raise HFTransferError(f"the run's recipe has no {split} split{f' for task {name}' if name else ''}; "
                                   "pass --data PATH")
     task.check_labels(ds, labels, data or f"{where}.{split}")
-    return task, model, labels, task.preprocess(ds, run.processor, labels)
+    with data_bars():
+        return task, model, labels, task.preprocess(ds, run.processor, labels)
 
 
 def _inference_trainer(run: LoadedRun, task: Any, model: Any, labels: list[str], scratch: str) -> Trainer:
     args = TrainingArguments(output_dir=scratch, report_to="none",
                              per_device_eval_batch_size=task.training_defaults.get("per_device_eval_batch_size", 64),
-                             disable_tqdm=True,
+                             disable_tqdm=not show_bars(),
                              dataloader_pin_memory=torch.cuda.is_available(),
                              remove_unused_columns=task.training_defaults.get("remove_unused_columns", True))
     trainer = Trainer(model=model, args=args, processing_class=run.processor,
                       data_collator=task.collator(run.processor),
                       compute_metrics=task.compute_metrics(labels),
                       preprocess_logits_for_metrics=task.preprocess_logits())
-    for callback in (PrinterCallback, ProgressCallback):  # stdout carries only our JSON
-        trainer.remove_callback(callback)
+    trainer.remove_callback(PrinterCallback)  # stdout carries only our JSON; bars go to stderr
     return trainer
 
 

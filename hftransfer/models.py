@@ -8,9 +8,11 @@ import fnmatch
 import hashlib
 import inspect
 import json
+import logging
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from .registry import get_task
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
+logger = logging.getLogger("hftransfer")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
@@ -248,7 +251,61 @@ def resolve(spec: ModelSpec) -> str:
         raise HFTransferError(
             f"model.name_or_path: {name!r} is neither an existing directory nor a valid Hub id"
         )
+    check_hub_available(name, spec.revision)
     return name
+
+
+def offline() -> bool:
+    """Whether downloads from the Hub are off (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``),
+    read now: the Hub client reads the variables once, when it is imported."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(
+        (flag or "").strip().upper() in ("1", "ON", "YES", "TRUE") for flag in flags)
+
+
+def check_hub_available(name: str, revision: str | None = None, where: str = "model.name_or_path") -> None:
+    """A Hub id loads from the local cache or, when it is not there, from the Hub: fail at once,
+    with one line, when neither can serve it. (Left to them, transformers and the Hub client
+    retry for half a minute and log every attempt twice before failing with a vaguer message.)"""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+            return
+    except Exception:  # an unreadable cache is no cache: decide from the network
+        pass
+    fix = (f"download it first (`hf download {name}`), or give a local directory (or `embedded`, "
+           "the bundled MiniLM)")
+    if offline():
+        raise HFTransferError(
+            f"{where} {name!r} is not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 forbids "
+            f"downloading it: set HF_HUB_OFFLINE=0 on a machine with a network, {fix}")
+    if not hub_reachable():
+        from huggingface_hub import constants
+
+        raise HFTransferError(
+            f"{where} {name!r} is not in the local Hugging Face cache, and {constants.ENDPOINT} "
+            f"cannot be reached (no network?): connect to the network, {fix}")
+
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hub answers at all (one request, no retries; remembered for the process),
+    through the Hub client's own session so proxies and custom endpoints apply."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.ENDPOINT not in _REACHABLE:
+        try:
+            get_session().head(constants.ENDPOINT, timeout=timeout)
+            _REACHABLE[constants.ENDPOINT] = True
+        except Exception:  # DNS, refused, timed out, TLS: the download would fail the same way
+            _REACHABLE[constants.ENDPOINT] = False
+    return _REACHABLE[constants.ENDPOINT]
 
 
 def check_local_model(path: Path, spec: ModelSpec) -> None:
@@ -381,19 +438,57 @@ def load_config(location: str, spec: ModelSpec, **kwargs: Any):
     return config
 
 
+@contextmanager
+def quiet_loading():
+    """transformers' own noise around one ``from_pretrained`` (or save) off: its LOAD REPORT table (which
+    calls the new head of every transfer "MISSING ... Consider training") and its "Loading
+    weights" bars. Download bars (the Hub client's) stay. The kit says what is new itself."""
+    from transformers.utils import logging as hf_logging
+
+    def no_bar(factory: Any, args: Any, kwargs: Any) -> Any:
+        return factory(*args, **{**kwargs, "disable": True})
+
+    def no_report(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+    # A filter, not a level: transformers checks its tensor-parallel plan (and warns about it)
+    # when this logger's own level is WARNING or above.
+    log = hf_logging.get_logger("transformers.modeling_utils")
+    previous = hf_logging.set_tqdm_hook(no_bar)
+    log.addFilter(no_report)
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
+        log.removeFilter(no_report)
+
+
 def load_pretrained(auto_class: Any, location: str, spec: ModelSpec, **kwargs: Any):
     """``auto_class.from_pretrained`` with the recipe's safety settings (a local folder's
-    weights checked by :func:`check_weights` first)."""
+    weights checked by :func:`check_weights` first), without transformers' load report. With
+    ``output_loading_info=True`` the caller gets (model, info) and says what is new itself;
+    otherwise weights the checkpoint did not supply are a warning, in the kit's words."""
     if Path(location).is_dir():
         check_weights(Path(location), spec.allow_pickle, f"model {location!r}")
+    caller_reports = kwargs.pop("output_loading_info", False)
     try:
-        return auto_class.from_pretrained(
-            location,
-            revision=spec.revision,
-            trust_remote_code=spec.trust_remote_code,
-            use_safetensors=None if spec.allow_pickle else True,
-            **kwargs,
-        )
+        with quiet_loading():
+            model, info = auto_class.from_pretrained(
+                location,
+                revision=spec.revision,
+                trust_remote_code=spec.trust_remote_code,
+                use_safetensors=None if spec.allow_pickle else True,
+                output_loading_info=True,
+                **kwargs,
+            )
+        if caller_reports:
+            return model, info
+        new = sorted(set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())})
+        if new:
+            logger.warning("model %r: %s not in its weights (initialised at random): %s",
+                           spec.name_or_path, "weight is" if len(new) == 1 else f"{len(new)} weights are",
+                           ", ".join(new[:8]) + (", ..." if len(new) > 8 else ""))
+        return model
     except OSError as exc:
         raise HFTransferError(
             f"model {spec.name_or_path!r} could not be loaded: {str(exc).splitlines()[0]}"

@@ -48,7 +48,7 @@ def check(source: str | Path | dict, overrides: list[str] | None = None) -> tupl
 
 
 def train(source: str | Path | dict, overrides: list[str] | None = None, output_dir: str | Path | None = None,
-          overwrite: bool = False, resume: bool = False) -> RunResult:
+          overwrite: bool = False, resume: bool = False, keep_checkpoints: bool = False) -> RunResult:
     """Train every stage in order into ``output_dir/stages/N-NAME`` (a finished stage of an
     interrupted pipeline is kept; ``resume`` continues the stage that was interrupted), measure
     forgetting, and make the last stage's model the pipeline's."""
@@ -64,7 +64,7 @@ def train(source: str | Path | dict, overrides: list[str] | None = None, output_
             if stage_dirs:
                 recipe = stage_recipe(recipe, str(stage_dirs[-1]))
             stage_dirs.append(run_dir / rundir.STAGES / f"{i}-{name}")
-            _train_stage(name, recipe, stage_dirs[-1], resume)
+            _train_stage(name, recipe, stage_dirs[-1], resume, keep_checkpoints)
         metrics = _pipeline_metrics(staged, stage_dirs)
         _write_pipeline(run_dir, staged, stage_dirs[-1], metrics)
     except HFTransferError:
@@ -114,7 +114,7 @@ def _open(run_dir: Path, staged: StagedRecipe, *, overwrite: bool, resume: bool)
     return rundir.open_stage(run_dir, record)
 
 
-def _train_stage(name: str, recipe: Any, stage_dir: Path, resume: bool) -> None:
+def _train_stage(name: str, recipe: Any, stage_dir: Path, resume: bool, keep_checkpoints: bool = False) -> None:
     if (stage_dir / rundir.METRICS).is_file() and (stage_dir / rundir.RECIPE).is_file():
         changed = [p for p in rundir.differences(load_recipe(stage_dir / rundir.RECIPE).to_dict(),
                                                  load_recipe(recipe).to_dict())
@@ -131,7 +131,7 @@ def _train_stage(name: str, recipe: Any, stage_dir: Path, resume: bool) -> None:
             f"stage {name} of this pipeline was interrupted ({checkpoint}): continue it with --resume "
             "(the finished stages are kept), or start the whole pipeline over with --overwrite")
     logger.info("stage %s: training into %s", name, stage_dir)
-    engine.train(recipe, output_dir=stage_dir, resume=checkpoint is not None)
+    engine.train(recipe, output_dir=stage_dir, resume=checkpoint is not None, keep_checkpoints=keep_checkpoints)
 
 
 # --------------------------------------------------------------------------- forgetting

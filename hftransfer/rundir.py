@@ -322,11 +322,35 @@ def discard(stage: Path) -> None:
     shutil.rmtree(stage)
 
 
+def drop_checkpoints(stage: Path) -> None:
+    """Remove a finished run's ``checkpoints/`` from its staging folder (the kit wrote them there;
+    nothing but ``--resume`` of an interrupted run reads them)."""
+    shutil.rmtree(stage / CHECKPOINTS, ignore_errors=True)
+
+
+def readable_files(folder: Path) -> None:
+    """Give every file the kit wrote under ``folder`` the permissions the umask allows, as
+    ``open()`` would: safetensors writes its files ``-rw-------`` (through a private temporary
+    file), which would keep a shared or published run's weights from its other readers."""
+    mask = os.umask(0)
+    os.umask(mask)
+    wanted = 0o666 & ~mask
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                continue
+            mode = path.stat().st_mode & 0o7777
+            if mode | wanted != mode:
+                os.chmod(path, mode | wanted)
+
+
 def finish(stage: Path, run_dir: Path, overwrite: bool) -> None:
     """Mark the staged run finished and rename it into place. A run it replaces must have been
     made by the kit; the files that run wrote are replaced, anything a user added among them
     (at any depth) moves into the new run."""
     check_no_secrets(stage)
+    readable_files(stage)
     _write_marker(stage, {"state": "finished", "files": _files(stage)})
     if not (run_dir.exists() or run_dir.is_symlink()):
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -361,6 +385,7 @@ def finish(stage: Path, run_dir: Path, overwrite: bool) -> None:
 def finish_in_place(folder: Path) -> None:
     """Mark a run built where it stands (a pipeline, whose stages are runs inside it) finished."""
     check_no_secrets(folder)
+    readable_files(folder)
     _write_marker(folder, {"state": "finished", "files": _files(folder)})
 
 

@@ -4,6 +4,9 @@ frozen models), evaluation task by task for a set of tasks, checkpoints reloaded
 stop when the loss stops being a number."""
 from __future__ import annotations
 
+import logging
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
@@ -12,8 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, SequentialSampler
 from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from .errors import HFTransferError
+from .progress import duration
+
+logger = logging.getLogger("hftransfer")
 
 # Entries of an evaluation's metrics that time the call rather than score the model.
 TIMINGS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
@@ -30,6 +37,13 @@ class TransferTrainer(Trainer):
         self.strategy = strategy
         self.task_metrics = compute_metrics if isinstance(compute_metrics, dict) else None
         super().__init__(*args, compute_metrics=None if self.task_metrics else compute_metrics, **kwargs)
+        # The Trainer prints its log dicts to stdout (which carries the kit's results); ours are
+        # readable lines on stderr: under the bar on a terminal, as log lines elsewhere.
+        if self.args.disable_tqdm:
+            self.remove_callback(PrinterCallback)
+            self.add_callback(ProgressLines)
+        elif self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(ProgressBars)
         for extra in strategy.extras.values():  # frozen helpers live where the model trains
             extra.to(self.args.device)
 
@@ -166,6 +180,73 @@ class TransferTrainer(Trainer):
         if outside:
             self.add_callback(_ZeroOutsideGradients(outside))
         return self.optimizer
+
+
+def describe_logs(logs: dict[str, Any], state: Any) -> str:
+    """One readable line for a log entry of the Trainer: a training step's loss, an evaluation's
+    metrics, or the summary at the end of training."""
+    def number(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    logs = {k: v for k, v in logs.items() if k != "total_flos"}
+    epoch = f"epoch {logs['epoch']:.2f}" if isinstance(logs.get("epoch"), (int, float)) else ""
+    if "train_runtime" in logs:
+        rate = logs.get("train_samples_per_second")
+        return (f"training done: {state.global_step} steps in {duration(logs['train_runtime'])}"
+                + (f" ({rate:.1f} examples/s)" if isinstance(rate, (int, float)) else "")
+                + (f", mean loss {number(logs['train_loss'])}" if "train_loss" in logs else ""))
+    if "loss" in logs:
+        shown = [f"loss {number(logs['loss'])}"] + [
+            f"{k.replace('_', ' ')} {number(logs[k])}" for k in ("learning_rate", "grad_norm") if k in logs]
+        return f"step {state.global_step}/{state.max_steps}, {epoch}: {', '.join(shown)}"
+    prefix = next((k.split("_", 1)[0] for k in logs if "_" in k), "eval")  # validation_, test_, eval_
+    metrics = [f"{k.split('_', 1)[1]} {number(v)}" for k, v in logs.items()
+               if k.startswith(prefix + "_") and k.split("_", 1)[1] not in TIMINGS]
+    return f"{prefix}: {', '.join(metrics) or 'done'}" + (f" ({epoch})" if epoch else "")
+
+
+class ProgressLines(TrainerCallback):
+    """Training progress as log lines (INFO, logger ``hftransfer``) where a bar cannot render
+    (a log file, CI, a pipe): every ``logging_steps`` the loss with the time left, a line per
+    epoch and per evaluation, and the summary at the end."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started, self.first = time.monotonic(), state.global_step
+        if state.is_world_process_zero:
+            epochs = state.num_train_epochs
+            logger.info("training: %d steps (%s epoch%s)%s", state.max_steps, epochs, "" if epochs == 1 else "s",
+                        f", resumed at step {state.global_step}" if state.global_step else "")
+
+    def left(self, state) -> str:
+        """``ELAPSED elapsed, about LEFT left`` from the pace of this session's steps."""
+        elapsed = time.monotonic() - getattr(self, "started", time.monotonic())
+        done = state.global_step - getattr(self, "first", 0)
+        shown = f"{duration(elapsed)} elapsed"
+        if 0 < done and state.global_step < state.max_steps:
+            shown += f", about {duration(elapsed / done * (state.max_steps - state.global_step))} left"
+        return shown
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            line = describe_logs(logs, state)
+            logger.info("%s%s", line, f" ({self.left(state)})" if "loss" in logs else "")
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # (Also called when max_steps stops training within an epoch: the summary line follows.)
+        if state.is_world_process_zero and state.epoch and abs(state.epoch - round(state.epoch)) < 1e-3:
+            logger.info("epoch %d/%s done: step %d/%d (%s)", round(state.epoch), state.num_train_epochs,
+                        state.global_step, state.max_steps, self.left(state))
+
+
+class ProgressBars(ProgressCallback):
+    """The Trainer's bars (with their estimate of the time left), its log entries written as
+    readable lines on stderr above them rather than as dicts on stdout."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            from tqdm.auto import tqdm
+
+            tqdm.write(describe_logs(logs, state), file=sys.stderr)
 
 
 class _ZeroOutsideGradients(TrainerCallback):

@@ -225,7 +225,7 @@ def test_resume_after_kill_and_no_teacher_in_checkpoints(tiny_model_dir, toy_dat
     recipe = student(tiny_model_dir, toy_data, teacher_run)
     recipe["train"].update(max_steps=40, save_strategy="steps", save_steps=10, per_device_train_batch_size=8,
                            learning_rate=3e-3)
-    whole, resumed = whole_and_resumed(recipe, tmp_path)
+    whole, resumed = whole_and_resumed(recipe, tmp_path, resume_flags=("--keep-checkpoints",))
     assert whole["train"]["steps"] == resumed["train"]["steps"] == 40
     assert resumed["validation"]["loss"] == pytest.approx(whole["validation"]["loss"], abs=0.02)
     student_keys = set(weights(tmp_path / "killed"))

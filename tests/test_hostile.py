@@ -77,7 +77,7 @@ def test_a_second_run_into_the_same_place_stops_instead_of_wrecking_the_first(tm
 
 def test_overwrite_keeps_user_files_at_any_depth(tmp_path, work, recipe_of):
     run = tmp_path / "run"
-    hftransfer.train(recipe_of(train={"save_strategy": "epoch"}), output_dir=run)
+    hftransfer.train(recipe_of(train={"save_strategy": "epoch"}), output_dir=run, keep_checkpoints=True)
     (run / "logs" / "mine.txt").write_text("mine")
     (run / "checkpoints" / "notes").mkdir()
     (run / "checkpoints" / "notes" / "n.md").write_text("notes")

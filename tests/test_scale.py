@@ -25,10 +25,11 @@ def write_recipe(path: Path, recipe: dict) -> Path:
     return path
 
 
-def whole_and_resumed(recipe: dict, tmp_path: Path, checkpoint: str = "checkpoint-20") -> tuple[dict, dict]:
+def whole_and_resumed(recipe: dict, tmp_path: Path, checkpoint: str = "checkpoint-20",
+                      resume_flags: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """Train ``recipe`` once uninterrupted and once killed with SIGKILL as soon as ``checkpoint``
-    is written, then resumed with ``--resume``; returns both runs' metrics.json. The killed run
-    must leave nothing that looks like a finished run."""
+    is written, then resumed with ``--resume`` (and ``resume_flags``); returns both runs'
+    metrics.json. The killed run must leave nothing that looks like a finished run."""
     path = write_recipe(tmp_path / "recipe.yaml", recipe)
     command = [sys.executable, "-m", "hftransfer", "train", str(path)]
 
@@ -50,7 +51,7 @@ def whole_and_resumed(recipe: dict, tmp_path: Path, checkpoint: str = "checkpoin
     assert not run_dir.exists()  # nothing that looks like a finished run
     assert not (tmp_path / ".killed.partial" / "metrics.json").exists()
 
-    resumed = subprocess.run(command + ["--output-dir", str(run_dir), "--resume"],
+    resumed = subprocess.run(command + ["--output-dir", str(run_dir), "--resume", *resume_flags],
                              capture_output=True, text=True, env=env(), timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return (json.loads((tmp_path / "whole" / "metrics.json").read_text()),

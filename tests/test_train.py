@@ -48,7 +48,7 @@ def test_run_directory_contents(runs):
     for name in ("recipe.yaml", "metrics.json", "README.md", "config.json", "model.safetensors",
                  "tokenizer.json", "logs/log_history.json"):
         assert (full / name).exists(), name
-    assert (full / "checkpoints").is_dir()
+    assert not (full / "checkpoints").exists()  # kept only with --keep-checkpoints (test_polish.py)
     for name in ("adapter_config.json", "adapter_model.safetensors", "config.json"):
         assert (lora / name).exists(), name
     assert not (lora / "model.safetensors").exists()

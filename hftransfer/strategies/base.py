@@ -125,7 +125,22 @@ class Strategy:
         if old_labels is not None and old_labels != labels:
             logger.warning("source labels %s differ from the target's %s: the head is replaced",
                            old_labels, labels)
+        self._say_what_is_new(new, set(info.get("unexpected_keys", ())), old_labels, spec)
         return model, new
+
+    def _say_what_is_new(self, new: set[str], unused: set[str], old_labels: Any, spec: ModelSpec) -> None:
+        """One line, in the kit's words, in place of transformers' load report: which weights
+        start from scratch, and why."""
+        head = sorted(n for n in new if n.split(".")[0] in self.task.head_prefixes)
+        if head:
+            why = ("the source has no head for these labels" if old_labels is None
+                   else "the source's head is for other labels")
+            logger.info("new %s head: %s (trained from scratch: %s)", self.task.name, ", ".join(head), why)
+        if unused:
+            shown = sorted(unused)
+            logger.info("%d weights of %s are not used by this task's model (%s%s): its own head or "
+                        "pooler", len(shown), public_name(spec), ", ".join(shown[:3]),
+                        ", ..." if len(shown) > 3 else "")
 
     def transferred_model(self, spec: ModelSpec, labels: list[str]):
         """``model.init``: the target architecture, filled from the source's weights (or random,

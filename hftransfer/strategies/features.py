@@ -26,6 +26,7 @@ from transformers import default_data_collator
 from .. import cache
 from ..errors import HFTransferError
 from ..models import resolve
+from ..progress import Lines, quiet, show_bars
 from ..registry import get_task, register_strategy
 from ..surgery import (
     FeatureHead,
@@ -293,7 +294,10 @@ class FeatureExtraction(Strategy):
         device = next(self.full_model.parameters()).device
         rows: list[torch.Tensor | None] = [None] * len(ds)
         labels: list[torch.Tensor | None] = [None] * len(ds)
-        for start in tqdm(range(0, len(order), size), desc=f"Encoding {split}", leave=False):
+        steps = range(0, len(order), size)
+        bar = tqdm(steps, desc=f"Encoding {split}", leave=False, disable=not show_bars())
+        lines = None if show_bars() or quiet() else Lines(f"encoding {split} ({len(ds)} examples)", len(steps))
+        for start in bar:
             idx = order[start:start + size].tolist()
             items = [ds[i] for i in idx]
             for item in items:
@@ -308,6 +312,8 @@ class FeatureExtraction(Strategy):
                 else:
                     rows[i] = feats[j].float().cpu()
                     labels[i] = gold[j] if gold is not None else torch.tensor(-100)
+            if lines is not None:
+                lines.update()
         if self.per_token:
             sizes = torch.tensor([0] + [len(r) for r in rows])
             return {"features": torch.cat(rows), "labels": torch.cat(labels).long(),

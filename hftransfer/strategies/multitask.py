@@ -33,7 +33,15 @@ from ..registry import get_task, register_strategy
 from ..tasks.multi import MultiTaskDataset, TaskSet
 from .base import Strategy, count_parameters
 from .finetune import FullFineTune, Regularization
-from .peft import add_adapter, check_adapter_base, check_targets, load_base, peft_config, write_base_config
+from .peft import (
+    add_adapter,
+    check_adapter_base,
+    check_targets,
+    load_base,
+    peft_config,
+    portable_base_name,
+    write_base_config,
+)
 
 logger = logging.getLogger("hftransfer")
 
@@ -238,6 +246,7 @@ class MultiTask(FullFineTune):
         adapters = None
         if self.options.adapters is not None:
             models, adapters = self._add_adapters(models, new_modules)
+        self.spec = spec  # saved adapter configs name their base by the spec's public name
         model = MultiTaskModel(models, encoder, attr, self.options.loss_weights, adapters)
         # The heads are new (or re-initialised for their labels); the encoder is transferred.
         self.new_params = {n for n, _ in model.named_parameters() if n.startswith("heads.")}
@@ -317,6 +326,7 @@ class MultiTask(FullFineTune):
                 shutil.rmtree(out, ignore_errors=True)
                 (scratch / model.adapters[name]).rename(out)
                 shutil.rmtree(scratch)
+                portable_base_name(out, getattr(self, "spec", None))
                 write_base_config(model.base_model_of(name), out)
             else:
                 standalone = model.base_model_of(name)

@@ -5,17 +5,20 @@ saved next to it so plain ``transformers`` + ``peft`` reload the run."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .. import rundir
 from ..errors import HFTransferError
-from ..models import load_adapter, load_config, load_pretrained, source_location
+from ..models import is_embedded, load_adapter, load_config, load_pretrained, public_name, source_location
 from ..recipe import ModelSpec, coerce
 from ..registry import get_task, register_strategy
 from .base import Strategy
@@ -132,9 +135,25 @@ def add_adapter(model, config, task: "Task", new_modules: list[str], adapter_nam
     if extra:
         config.modules_to_save = sorted(set(config.modules_to_save or []) | set(extra))
     try:
-        return get_peft_model(model, config, adapter_name=adapter_name)
+        with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5: not the user's to fix
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            return get_peft_model(model, config, adapter_name=adapter_name)
     except ValueError as exc:
         raise HFTransferError(f"strategy.peft: {str(exc).splitlines()[0]}") from None
+
+
+def portable_base_name(directory: Path, spec: ModelSpec | None) -> None:
+    """Name the embedded MiniLM by its Hub id in a saved adapter config, not by the path of its
+    bundled copy in this environment's site-packages: a run that names the path breaks for plain
+    ``peft`` as soon as the environment moves. (The kit itself loads the base from the run's
+    recipe, and maps that Hub id to the bundled copy.) Rewritten after PEFT saved the adapter:
+    given a Hub id, PEFT's save would look the base up online."""
+    path = directory / "adapter_config.json"
+    if spec is None or not is_embedded(spec.name_or_path) or not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = public_name(spec)
+    rundir.write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def write_base_config(base, directory: Path) -> None:
@@ -190,12 +209,17 @@ class PeftAdapter(Strategy):
     def check_model(self, config):
         check_targets(self.options.peft, self.task, config)
 
+    def build_model(self, spec, labels):
+        self.spec = spec  # the saved adapter config names its base by the spec's public name
+        return super().build_model(spec, labels)
+
     def prepare(self, model):
         config = peft_config(self.options.peft, self.task.peft_task_type)
         return add_adapter(model, config, self.task, self.new_modules)
 
     def save(self, model, directory):
         model.save_pretrained(directory)
+        portable_base_name(Path(directory), getattr(self, "spec", None))
         write_base_config(model.get_base_model(), directory)
 
     def load_trained(self, run_dir, spec):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -212,7 +213,11 @@ def check_columns(options: Any, *keys: str) -> None:
 
 def length_sorted(ds: Any) -> Any:
     """Evaluation order does not change metrics; sorting text by length removes most padding."""
-    return ds.sort("length") if "length" in getattr(ds, "column_names", ()) else ds
+    if "length" not in getattr(ds, "column_names", ()):
+        return ds
+    with warnings.catch_warnings():  # datasets' call of a pyarrow option deprecated in pyarrow 25
+        warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow")
+        return ds.sort("length")
 
 
 def label_str(value: Any) -> str:
