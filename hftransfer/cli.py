@@ -313,8 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated models (Hub ids, directories, run directories, embedded), or "
                    "a YAML file of NAME: <model section>")
     p.add_argument("--pooling", choices=["cls", "mean"],
-                   help="text: pool every candidate's tokens this way (default: mean for "
-                   "sentence-transformers checkpoints, else cls)")
+                   help="text: pool every candidate's tokens this way (default: the recipe's own "
+                   "feature-extraction pooling; cls, what a fine-tuned classification head reads, "
+                   "for any other strategy)")
     p.add_argument("--folds", type=int, default=5, help="folds of the cross-validated probe (default 5)")
     p.add_argument("--compare", metavar="DIR",
                    help="a comparison of the same candidates (compare --sources): Kendall's tau against "

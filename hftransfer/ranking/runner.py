@@ -26,6 +26,7 @@ from ..errors import HFTransferError
 from ..models import resolve
 from ..recipe import ModelSpec, Recipe, load_recipe, model_set
 from ..recipe.stages import is_staged
+from ..registry import get_task
 from . import scores
 
 logger = logging.getLogger("hftransfer")
@@ -100,6 +101,10 @@ def _candidate_recipe(base: Recipe, model: dict[str, Any], pooling: str | None) 
     data = base.to_dict()
     data["model"] = copy.deepcopy(model)
     options = dict(base.strategy) if base.strategy_name == "feature-extraction" else {"name": "feature-extraction"}
+    if pooling is None and base.strategy_name != "feature-extraction" and get_task(base.task_type).features == "pooled":
+        # The recipe fine-tunes the model's own classification head, which reads the first
+        # token: score that representation (a feature-extraction recipe keeps its own pooling).
+        pooling = "cls"
     if pooling is not None:
         options["pooling"] = pooling
     data["strategy"] = options
