@@ -77,6 +77,19 @@ def test_rank_against_a_comparison_of_the_same_candidates(candidates, tiny_model
     assert f"{tuned['kendall_tau']['logme']:.2f}" in report
 
 
+def test_text_candidates_are_scored_on_what_the_strategy_trains_on(tiny_model_dir, toy_data, tmp_path, cache):
+    """Fine-tuning trains the model's own head on the first token: rank scores that (cls), even
+    for a sentence-transformers checkpoint; a feature-extraction recipe keeps its own pooling."""
+    recipe = tiny_recipe_dict(tiny_model_dir, toy_data, "full")
+    rows = rank(recipe, f"{tiny_model_dir},embedded", output_dir=tmp_path / "a").ranking["candidates"]
+    assert {r["name"]: r["pooling"] for r in rows} == {str(tiny_model_dir): "cls", "embedded": "cls"}
+    probe = {**recipe, "strategy": {"name": "feature-extraction"}}
+    rows = rank(probe, f"{tiny_model_dir},embedded", output_dir=tmp_path / "b").ranking["candidates"]
+    assert {r["name"]: r["pooling"] for r in rows} == {str(tiny_model_dir): "cls", "embedded": "mean"}
+    rows = rank(recipe, f"{tiny_model_dir},embedded", pooling="mean", output_dir=tmp_path / "c").ranking["candidates"]
+    assert {r["pooling"] for r in rows} == {"mean"}
+
+
 def test_token_tasks_rank_on_per_word_features(tiny_model_dir, tmp_path, cache):
     sentences = toy_sentences(24, 0)
     train = write_conll(tmp_path / "train.txt", sentences)

@@ -119,6 +119,7 @@ def _score(name: str, model: dict[str, Any], setup: engine.Setup, folds: int) ->
     y = labels.long().numpy()
     n_classes = len(setup.splits.labels)
     row: dict[str, Any] = {"name": name, "model": model, "examples": int(len(y)), "dim": int(x.shape[1]),
+                           "pooling": getattr(setup.strategy, "pooling", None),
                            "logme": scores.logme(x, y, n_classes)}
     row["probe_accuracy"], row["probe_std"] = scores.probe_accuracy(x, y, folds=folds,
                                                                     seed=int(setup.args.seed))
