@@ -6,9 +6,10 @@ that exists offline, against `hftransfer compare` of the same candidates.
 2. Candidates: recipes/sources/minilm-family.yaml (MiniLM, its 3-layer and 1-layer truncations,
    a random twin) + the CoNLL run; for CR also the SST-2 run.
 3. Per target: `hftransfer compare recipes/T-rank.yaml --sources C --strategies full
-   --label-budgets 256 --seeds 3 --no-scratch` (the fine-tuned order), then `hftransfer rank
-   recipes/T-rank.yaml --candidates C --pooling mean --compare DIR` with an empty feature cache
-   (its whole-process wall time is what ranking costs).
+   --label-budgets 256 --seeds 3 --no-scratch` (the fine-tuned order; a rerun finds its cells
+   finished), then `hftransfer rank recipes/T-rank.yaml --candidates C --compare DIR` with an
+   empty feature cache (its whole-process wall time is what ranking costs), with `--pooling mean`
+   and with `--pooling cls` (the default for these fine-tuning recipes).
 
     python scripts/bench_rank.py
 """
@@ -62,52 +63,63 @@ def main() -> None:
         _, compare_wall = hftransfer("compare", f"recipes/{target}-rank.yaml", "--sources", str(path),
                                      "--strategies", "full", "--label-budgets", "256", "--seeds", "3",
                                      "--no-scratch", "--output-dir", str(compare_dir))
-        cache = OUT / f"cache-{target}-{time.time_ns()}"  # empty: the features are computed, not read
-        printed, rank_wall = hftransfer("rank", f"recipes/{target}-rank.yaml", "--candidates", str(path),
-                                        "--pooling", "mean", "--compare", str(compare_dir), "--output-dir",
-                                        str(OUT / f"{target}-rank"), env={"HFTRANSFER_CACHE": str(cache)})
         cells = json.loads((compare_dir / "results.json").read_text())["cells"]
-        results[target] = {"ranking": json.loads((OUT / f"{target}-rank" / "rank.json").read_text()),
-                           "cells": cells, "rank_wall_s": rank_wall, "compare_wall_s": compare_wall,
-                           "printed": printed}
+        results[target] = {"cells": cells, "compare_wall_s": compare_wall}
+        # The default (cls: what the fine-tuned head reads), then mean pooling (what a frozen
+        # sentence-transformers probe would use); mean last, so the report's rank.json is cls's.
+        for pooling in ("mean", "cls"):
+            cache = OUT / f"cache-{target}-{time.time_ns()}"  # empty: the features are computed, not read
+            printed, rank_wall = hftransfer("rank", f"recipes/{target}-rank.yaml", "--candidates", str(path),
+                                            "--pooling", pooling, "--compare", str(compare_dir), "--output-dir",
+                                            str(OUT / f"{target}-rank-{pooling}"), env={"HFTRANSFER_CACHE": str(cache)})
+            results[target][pooling] = {
+                "ranking": json.loads((OUT / f"{target}-rank-{pooling}" / "rank.json").read_text()),
+                "rank_wall_s": rank_wall, "printed": printed}
+            print(printed, flush=True)
         store.write_text(json.dumps(results, indent=2))
-        print(printed, flush=True)
     render(results)
 
 
 def render(results: dict) -> None:
     parts = []
     for target, r in results.items():
-        ranking, cells = r["ranking"], r["cells"]
+        cells = r["cells"]
         tuned: dict[str, list[float]] = {}
         for cell in cells:
             tuned.setdefault(cell["arm"], []).append(cell["validation"]["accuracy"])
         order = sorted(tuned, key=lambda a: -statistics.mean(tuned[a]))
-        rows = ["| candidate | LogME | probe acc (5-fold) | LEEP | rank by LogME | fine-tuned val acc | fine-tuned rank |",
-                "|---|---|---|---|---|---|---|"]
-        for i, c in enumerate(ranking["candidates"], 1):
+        cls, mean = r["cls"]["ranking"], r["mean"]["ranking"]
+        by_mean = {c["name"]: (i, c) for i, c in enumerate(mean["candidates"], 1)}
+        rows = ["| candidate | fine-tuned val acc | fine-tuned rank | LogME (cls) | rank | probe acc (cls) | LEEP (cls) "
+                "| LogME (mean) | rank |", "|---|---|---|---|---|---|---|---|---|"]
+        for i, c in enumerate(cls["candidates"], 1):
             values = tuned[c["name"]]
             leep = "–" if c["leep"] is None else f"{c['leep']:.3f}"
-            rows.append(f"| {c['name']} | {c['logme']:.4f} | {100 * c['probe_accuracy']:.1f} | {leep} | {i} "
-                        f"| {100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f} "
-                        f"| {order.index(c['name']) + 1} |")
-        taus = ranking["fine_tuned"]["kendall_tau"]
+            j, m = by_mean[c["name"]]
+            rows.append(f"| {c['name']} | {100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f} "
+                        f"| {order.index(c['name']) + 1} | {c['logme']:.4f} | {i} | {100 * c['probe_accuracy']:.1f} "
+                        f"| {leep} | {m['logme']:.4f} | {j} |")
         finetune_s = sum(c["wall_s"] for c in cells)
-        rec = ranking["recommendation"]
+        rank_s = r["cls"]["rank_wall_s"]
+        rec = cls["recommendation"]
+        tau = {p: r[p]["ranking"]["fine_tuned"]["kendall_tau"] for p in ("cls", "mean")}
         parts.append(
-            f"### {target.upper()} (256 labels per class, {ranking['examples']} training sentences)\n\n"
+            f"### {target.upper()} (256 labels per class, {cls['examples']} training sentences)\n\n"
             + "\n".join(rows)
-            + f"\n\nKendall's τ against the fine-tuned order: LogME **{taus['logme']:+.2f}**, probe "
-            f"{taus['probe_accuracy']:+.2f}. Recommendation: {rec['best']} ({rec['confidence']}). Ranking all "
-            f"{len(ranking['candidates'])} candidates took {r['rank_wall_s']:.0f} s (the whole `rank` process, "
-            f"empty feature cache; scoring alone {ranking['seconds']:.0f} s); fine-tuning them in `compare` took "
-            f"{finetune_s / 60:.1f} min of cell time ({len(cells)} cells, {r['compare_wall_s'] / 60:.1f} min wall): "
-            f"**1/{finetune_s / r['rank_wall_s']:.0f}** of it.")
+            + f"\n\nKendall's τ against the fine-tuned order: LogME **{tau['cls']['logme']:+.2f}** with the default "
+            f"`cls` features (probe {tau['cls']['probe_accuracy']:+.2f}); with `--pooling mean` LogME "
+            f"{tau['mean']['logme']:+.2f} (probe {tau['mean']['probe_accuracy']:+.2f}). Recommendation: {rec['best']} "
+            f"({rec['confidence']}). Ranking all {len(cls['candidates'])} candidates took {rank_s:.0f} s (the whole "
+            f"`rank` process with an empty feature cache; scoring alone {cls['seconds']:.0f} s); fine-tuning them in "
+            f"`compare` took {finetune_s / 60:.1f} min of cell time ({len(cells)} cells): "
+            f"**1/{finetune_s / rank_s:.0f}** of it.")
     body = ("\n\n".join(parts) + "\n\nFine-tuned: `full`, 256 labels per class drawn per seed (0, 1, 2), best epoch on "
-            "validation, mean ± std over the seeds; the order is by mean validation accuracy. Rank: frozen "
-            "mean-pooled features of the recipe's 512 training sentences (seed 0's draw). The CoNLL and SST-2 "
-            "sources are MiniLM fine-tuned 1 epoch on 4,000 CoNLL-2003 / 3,000 SST-2 sentences; LEEP needs a "
-            "head for the target's kind of input, so only the SST-2 run has one on CR.")
+            "validation, mean ± std over the seeds; the order is by mean validation accuracy. Rank: frozen features "
+            "of the recipe's 512 training sentences (seed 0's draw); `cls` (the default for a fine-tuning recipe) "
+            "is the first token's output, what the fine-tuned classification head reads; `mean` is the "
+            "sentence-transformers pooling. The CoNLL and SST-2 sources are MiniLM fine-tuned 1 epoch on 4,000 "
+            "CoNLL-2003 / 3,000 SST-2 sentences; LEEP needs a head for the target's kind of input, so only the "
+            "SST-2 run has one on CR.")
     update_section("Choosing the source before training (hftransfer rank)", "python scripts/bench_rank.py", body)
 
 
