@@ -11,18 +11,26 @@ from pathlib import Path
 import pytest
 
 from hftransfer.cli import main
-from hftransfer.recipe import load_recipe
+from hftransfer.recipe import load_recipe, model_set
 from hftransfer.recipe.stages import is_staged, load_staged
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted(p for p in (REPO / "recipes").glob("**/*.yaml") if "accelerate" not in p.parts)
+RECIPES = sorted(p for p in (REPO / "recipes").glob("**/*.yaml") if not {"accelerate", "sources"} & set(p.parts))
+SOURCES = sorted((REPO / "recipes" / "sources").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
 def test_every_shipped_recipe_validates_and_names_its_command(path):
     first_line = path.read_text(encoding="utf-8").splitlines()[0]
-    assert first_line.startswith("# hftransfer train ") and path.name in first_line
+    assert first_line.split()[:2] == ["#", "hftransfer"] and first_line.split()[2] in ("train", "compare", "rank")
+    assert f"recipes/{path.name}" in first_line
     load_staged(path) if is_staged(path) else load_recipe(path)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[p.name for p in SOURCES])
+def test_every_shipped_model_set_loads_and_names_its_use(path):
+    assert f"recipes/sources/{path.name}" in path.read_text(encoding="utf-8")
+    assert len(model_set(str(path), "--candidates")) >= 2
 
 
 @pytest.mark.slow

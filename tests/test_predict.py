@@ -140,7 +140,12 @@ def test_predict_tags_each_word_as_evaluation_scores_it(ner_run, tmp_path):
         assert all(sentence[w["start"]:w["end"]] == w["word"] for w in words_tagged)
     # predict's entities are those words grouped: spans start and end on word boundaries
     predicted = run.task.predict(run.model, run.processor, sentences)
-    assert predicted == [entities(s, w) for s, w in zip(sentences, tagged)]
+    expected = [entities(s, w) for s, w in zip(sentences, tagged)]
+    # Batches of other sizes sum in another order: scores agree to float precision, not bit for bit.
+    drop_score = lambda found: [[{k: v for k, v in e.items() if k != "score"} for e in s] for s in found]
+    assert drop_score(predicted) == drop_score(expected)
+    assert [e["score"] for s in predicted for e in s] == pytest.approx([e["score"] for s in expected for e in s],
+                                                                      abs=1e-5)
     for sentence, found in zip(sentences, predicted):
         bounds = {b for _, start, end in split_words(sentence) for b in (start, end)}
         assert all(e["start"] in bounds and e["end"] in bounds for e in found)
