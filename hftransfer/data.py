@@ -65,7 +65,8 @@ def resolve_files(spec: str, where: str, extensions: tuple[str, ...] | None = No
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True))
         files = [f for f in files if f.is_file()]
         if not files:
-            raise HFTransferError(f"{where}: no files match {spec!r}")
+            shown = "" if os.path.isabs(os.path.expanduser(spec)) else f" (relative to {os.getcwd()})"
+            raise HFTransferError(f"{where}: no files match {spec!r}{shown}")
         return files
     path = Path(os.path.expanduser(spec))
     try:
@@ -73,7 +74,10 @@ def resolve_files(spec: str, where: str, extensions: tuple[str, ...] | None = No
     except OSError as exc:  # a name too long, a file used as a folder...
         raise HFTransferError(f"{where}: {spec[:80]!r}: {exc.strerror}") from None
     if not exists:
-        raise HFTransferError(f"{where}: {spec!r} does not exist")
+        # Relative paths resolve against the current directory (as on any command line): say
+        # which one, since a recipe run from elsewhere is the usual cause.
+        shown = "" if path.is_absolute() else f" (relative to the current directory {os.getcwd()})"
+        raise HFTransferError(f"{where}: {spec!r} does not exist{shown}")
     if path.is_dir():
         exts = extensions or tuple(FORMATS)
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts)

@@ -200,3 +200,15 @@ def test_a_lora_run_of_the_embedded_model_names_its_hub_id_and_survives_a_move(t
     after = hftransfer.predict(run, texts)
     assert [p["label"] for p in after] == [p["label"] for p in before]
     assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(after, before))
+
+
+def test_validate_says_where_a_missing_relative_data_path_was_looked_for(tmp_path, capsys, monkeypatch):
+    import yaml
+    from helpers import assert_cli_error, run_cli
+
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model": "embedded", "data": {"train": "data/train.csv"}}))
+    rc, _, err = run_cli(capsys, "validate", recipe)
+    assert_cli_error(rc, err, "data.train", "'data/train.csv' does not exist",
+                     f"relative to the current directory {tmp_path}")
