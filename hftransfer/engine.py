@@ -103,7 +103,7 @@ def prepare(recipe: Recipe, checkpoints: Path) -> Setup:
                 f"strategy.name {strategy_cls.name!r} does not apply to task {member.name}; valid: "
                 f"{', '.join(member.strategies)}")
     strategy = strategy_cls(recipe.strategy_options, task)
-    values = training_values(recipe.train, task.training_defaults, strategy.defaults)
+    values = training_values(recipe.train, task.training_defaults, strategy.defaults, recipe.name)
     args = make_training_arguments(values, str(checkpoints))
     if "disable_tqdm" not in values:  # bars on a terminal, log lines elsewhere (not recorded: no setting)
         args.disable_tqdm = not show_bars()

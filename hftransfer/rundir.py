@@ -323,9 +323,17 @@ def discard(stage: Path) -> None:
 
 
 def drop_checkpoints(stage: Path) -> None:
-    """Remove a finished run's ``checkpoints/`` from its staging folder (the kit wrote them there;
-    nothing but ``--resume`` of an interrupted run reads them)."""
-    shutil.rmtree(stage / CHECKPOINTS, ignore_errors=True)
+    """Remove a finished run's checkpoints from its staging folder (the kit wrote them there;
+    nothing but ``--resume`` of an interrupted run reads them). What else the Trainer wrote into
+    that folder stays: ``report_to: tensorboard`` logs there (``checkpoints/runs/``)."""
+    folder = stage / CHECKPOINTS
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.name.startswith("checkpoint-") and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def readable_files(folder: Path) -> None:

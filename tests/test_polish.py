@@ -212,3 +212,33 @@ def test_validate_says_where_a_missing_relative_data_path_was_looked_for(tmp_pat
     rc, _, err = run_cli(capsys, "validate", recipe)
     assert_cli_error(rc, err, "data.train", "'data/train.csv' does not exist",
                      f"relative to the current directory {tmp_path}")
+
+
+def test_a_finished_run_drops_checkpoints_but_keeps_what_else_the_trainer_logged(tmp_path):
+    """report_to: tensorboard writes under the Trainer's output folder (checkpoints/runs/)."""
+    from hftransfer import rundir
+
+    stage = tmp_path / "stage"
+    (stage / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (stage / "checkpoints" / "checkpoint-4" / "model.safetensors").write_bytes(b"x")
+    (stage / "checkpoints" / "runs" / "Dec02").mkdir(parents=True)
+    (stage / "checkpoints" / "runs" / "Dec02" / "events.out.tfevents.1").write_bytes(b"y")
+    rundir.drop_checkpoints(stage)
+    assert sorted(p.name for p in (stage / "checkpoints").iterdir()) == ["runs"]
+    (stage / "only").mkdir()
+    (stage / "only" / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    rundir.drop_checkpoints(stage / "only")
+    assert not (stage / "only" / "checkpoints").exists()
+
+
+def test_run_name_defaults_to_the_recipe_name(tiny_recipe, tmp_path):
+    import json
+
+    import hftransfer
+
+    result = hftransfer.train(tiny_recipe("full", train={"max_steps": 1}), output_dir=tmp_path / "run")
+    args = json.loads((result.run_dir / "logs" / "training_args.json").read_text())
+    assert args["run_name"] == "tiny-full"
+    named = hftransfer.train(tiny_recipe("full", train={"max_steps": 1, "run_name": "mine"}),
+                             output_dir=tmp_path / "named")
+    assert json.loads((named.run_dir / "logs" / "training_args.json").read_text())["run_name"] == "mine"

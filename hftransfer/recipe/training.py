@@ -37,9 +37,10 @@ KIT_DEFAULTS: dict[str, Any] = {
 
 
 def training_values(train: dict[str, Any], task_defaults: dict[str, Any],
-                    strategy_defaults: dict[str, Any]) -> dict[str, Any]:
+                    strategy_defaults: dict[str, Any], name: str | None = None) -> dict[str, Any]:
     """The training arguments a run uses: kit defaults < device defaults < the task's defaults <
-    the strategy's defaults < the recipe's ``train:``."""
+    the strategy's defaults < the recipe's ``train:``; ``run_name`` (what logging integrations
+    show) is the recipe's ``name`` unless ``train:`` sets it."""
     import torch
 
     # Pinned memory only helps copies to a GPU (and warns on every dataloader without one).
@@ -48,7 +49,8 @@ def training_values(train: dict[str, Any], task_defaults: dict[str, Any],
         # Processes launched on CPUs: without use_cpu Accelerate finds no GPU and sets up no
         # process group at all, so every process would train and evaluate alone.
         device_defaults.update(use_cpu=True, ddp_backend="gloo")
-    values = {**KIT_DEFAULTS, **device_defaults, **task_defaults, **strategy_defaults, **train}
+    named = {"run_name": name} if name else {}
+    values = {**KIT_DEFAULTS, **device_defaults, **task_defaults, **strategy_defaults, **named, **train}
     return best_model_needs_eval(values)
 
 
