@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, cache
 from .errors import HFTransferError
 from .recipe import is_main_process
 from .registry import load
@@ -238,6 +238,17 @@ def _soup(args: argparse.Namespace) -> int:
     return _fused(result)
 
 
+def _cache(args: argparse.Namespace) -> int:
+    if args.action == "clear":
+        removed, size = cache.clear(tuple(args.kind) if args.kind else cache.KINDS)
+        print(f"removed {removed} entries ({_size(size)}) from {cache.cache_root()}")
+        return 0
+    print(f"cache: {cache.cache_root()} (HFTRANSFER_CACHE moves it)")
+    for kind, (count, size) in cache.usage().items():
+        print(f"  {kind:10s} {count:6d} entries  {_size(size)}")
+    return 0
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -428,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(kind="greedy")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=_soup)
+
+    p = sub.add_parser("cache", help="what the kit's cache holds (features, teacher outputs, merged adapters), or clear it")
+    p.add_argument("action", choices=["ls", "clear"], help="ls: entries and sizes per kind; clear: remove them")
+    p.add_argument("--kind", action="append", choices=["features", "teacher", "merged"],
+                   help="clear only this kind (repeatable; default all)")
+    p.set_defaults(func=_cache)
 
     p = sub.add_parser("ls", help="list strategies, tasks and shipped recipes")
     p.set_defaults(func=_ls)

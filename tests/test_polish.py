@@ -242,3 +242,28 @@ def test_run_name_defaults_to_the_recipe_name(tiny_recipe, tmp_path):
     named = hftransfer.train(tiny_recipe("full", train={"max_steps": 1, "run_name": "mine"}),
                              output_dir=tmp_path / "named")
     assert json.loads((named.run_dir / "logs" / "training_args.json").read_text())["run_name"] == "mine"
+
+
+def test_cache_ls_and_clear(tmp_path, monkeypatch, capsys):
+    from helpers import assert_cli_error, run_cli
+
+    monkeypatch.setenv("HFTRANSFER_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "features").mkdir(parents=True)
+    (tmp_path / "cache" / "features" / "a.safetensors").write_bytes(b"x" * 2048)
+    (tmp_path / "cache" / "features" / "b.safetensors").write_bytes(b"x" * 1024)
+    (tmp_path / "cache" / "merged" / "run1").mkdir(parents=True)
+    (tmp_path / "cache" / "merged" / "run1" / "model.safetensors").write_bytes(b"x" * 4096)
+    (tmp_path / "cache" / "notes.txt").write_text("the user's")
+    rc, out, err = run_cli(capsys, "cache", "ls")
+    assert rc == 0, err
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
+    assert lines == {"features": "2", "teacher": "0", "merged": "1"}
+    rc, out, err = run_cli(capsys, "cache", "clear", "--kind", "features")
+    assert rc == 0 and "removed 2 entries" in out
+    assert not any((tmp_path / "cache" / "features").iterdir())
+    assert (tmp_path / "cache" / "merged" / "run1" / "model.safetensors").exists()
+    rc, out, err = run_cli(capsys, "cache", "clear")
+    assert rc == 0 and "removed 1 entries" in out
+    assert (tmp_path / "cache" / "notes.txt").read_text() == "the user's"  # only the kit's folders
+    rc, out, err = run_cli(capsys, "cache", "drop")
+    assert_cli_error(rc, err, "invalid choice")
