@@ -549,18 +549,7 @@ def split_outputs(run: LoadedRun, split: str = "validation", data: str | None = 
     import numpy as np
 
     member, model, labels, encoded = _encoded_split(run, task, split, data, data_of)
-    order = np.argsort(encoded["length"], kind="stable") if "length" in encoded.column_names \
-        else np.arange(len(encoded))
-    with tempfile.TemporaryDirectory(prefix="hftransfer-eval-") as scratch:
-        trainer = _inference_trainer(run, member, model, labels, scratch)
-        trainer.compute_metrics = None
-        out = trainer.predict(encoded.select(order))
-    logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
-    refs = np.asarray(out.label_ids)
-    restored_logits = [None] * len(order)
-    restored_refs = [None] * len(order)
-    for row, i in enumerate(order):
-        restored_logits[i], restored_refs[i] = logits[row], refs[row]
+    restored_logits, restored_refs = _outputs_in_order(run, member, model, labels, encoded)
     if member.features != "per-token":
         return SplitOutputs(np.stack(restored_logits).astype(np.float32), np.asarray(restored_refs, dtype=np.int64))
     rows, refs_out, words = [], [], []
@@ -581,16 +570,28 @@ def outputs_on(run: LoadedRun, task: Any, rows: Any, labels: list[str]) -> Any:
     encoded = task.preprocess(rows, run.processor, labels)
     if "labels" in encoded.column_names:  # the target's labels mean nothing to the run's head
         encoded = encoded.remove_columns("labels")
+    logits, _ = _outputs_in_order(run, task, run.model, labels, encoded)
+    return np.stack(logits).astype(np.float64)
+
+
+def _outputs_in_order(run: LoadedRun, task: Any, model: Any, labels: list[str], encoded: Any) -> tuple[list, list]:
+    """A model's logits (and the rows' label ids, None without labels) on encoded rows:
+    predicted in length order (little padding), returned row by row in the rows' own order."""
+    import numpy as np
+
     order = np.argsort(encoded["length"], kind="stable") if "length" in encoded.column_names \
         else np.arange(len(encoded))
     with tempfile.TemporaryDirectory(prefix="hftransfer-eval-") as scratch:
-        trainer = _inference_trainer(run, task, run.model, labels, scratch)
+        trainer = _inference_trainer(run, task, model, labels, scratch)
         trainer.compute_metrics = None
         out = trainer.predict(encoded.select(order))
     logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
-    restored = np.empty_like(logits)
-    restored[order] = logits
-    return restored.astype(np.float64)
+    refs = None if out.label_ids is None else np.asarray(out.label_ids)
+    restored_logits, restored_refs = [None] * len(order), [None] * len(order)
+    for row, i in enumerate(order):
+        restored_logits[i] = logits[row]
+        restored_refs[i] = None if refs is None else refs[row]
+    return restored_logits, restored_refs
 
 
 def task_metrics(result: dict[str, Any], prefix: str) -> dict[str, Any]:
