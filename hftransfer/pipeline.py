@@ -23,7 +23,7 @@ from .cards import write_cards
 from .engine import RunResult
 from .errors import HFTransferError
 from .models import is_hub_id
-from .recipe import load_recipe
+from .recipe import recipe_changes
 from .recipe.stages import StagedRecipe, is_staged, load_staged, stage_recipe
 from .registry import get_task
 from .strategies.base import head_params
@@ -116,9 +116,7 @@ def _open(run_dir: Path, staged: StagedRecipe, *, overwrite: bool, resume: bool)
 
 def _train_stage(name: str, recipe: Any, stage_dir: Path, resume: bool, keep_checkpoints: bool = False) -> None:
     if (stage_dir / rundir.METRICS).is_file() and (stage_dir / rundir.RECIPE).is_file():
-        changed = [p for p in rundir.differences(load_recipe(stage_dir / rundir.RECIPE).to_dict(),
-                                                 load_recipe(recipe).to_dict())
-                   if p not in rundir.RESUMABLE_CHANGES]
+        changed = recipe_changes(stage_dir, recipe)
         if changed:
             raise HFTransferError(
                 f"stage {name} in {str(stage_dir)!r} was trained from another recipe (it differs at "

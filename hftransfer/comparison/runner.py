@@ -23,7 +23,7 @@ from .. import engine, rundir
 from ..cards import write_cards
 from ..errors import HFTransferError
 from ..models import public_name
-from ..recipe import Recipe, load_recipe
+from ..recipe import Recipe, recipe_changes
 from .grid import ALL, DEFAULT_MIN_STEPS, Cell, Grid, build_grid
 from .report import render_report
 
@@ -145,9 +145,7 @@ def _finished(directory: Path, cell: Cell, recipe: dict[str, Any]) -> bool:
     run_dir = directory / cell.key
     if not ((run_dir / rundir.METRICS).is_file() and (run_dir / rundir.RECIPE).is_file()):
         return False
-    changed = [p for p in rundir.differences(load_recipe(run_dir / rundir.RECIPE).to_dict(),
-                                             load_recipe(recipe).to_dict())
-               if p != "name" and p not in rundir.RESUMABLE_CHANGES]
+    changed = [path for path in recipe_changes(run_dir, recipe) if path != "name"]  # names differ by design
     if changed:
         raise HFTransferError(
             f"cell {cell.key} was trained from another recipe than this comparison makes for it (it differs "
@@ -157,8 +155,8 @@ def _finished(directory: Path, cell: Cell, recipe: dict[str, Any]) -> bool:
 
 def _done(directory: Path, grid: Grid, cell: Cell, bar: Any) -> None:
     """After a cell: its row in the results files (so a stopped comparison keeps it) and a line."""
-    row = cell_row(grid, cell, directory / cell.key)
-    write_results(directory, grid)
+    results = write_results(directory, grid)
+    row = next(r for r in results["cells"] if r["cell"] == cell.key)
     bar.update(1)
     shown = "test" if row.get("test") else "validation"
     metric = _metric(grid)

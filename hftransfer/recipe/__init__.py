@@ -13,6 +13,7 @@ from .schema import (
                      TaskEntry,
                      load_recipe,
                      model_set,
+                     recipe_changes,
                      run_name_from,
                      validate,
 )
@@ -28,7 +29,7 @@ from .training import (
 from .values import build, check_seed, clip, coerce, quote
 from .yamlfile import apply_overrides, parse_value
 
-__all__ = ["EMBEDDED_MODEL_ID", "DataSpec", "ModelSpec", "Recipe", "TaskEntry", "load_recipe", "model_set",
+__all__ = ["EMBEDDED_MODEL_ID", "DataSpec", "ModelSpec", "Recipe", "TaskEntry", "load_recipe", "model_set", "recipe_changes",
            "run_name_from", "validate", "KIT_DEFAULTS", "check_distributed", "make_training_arguments",
            "training_values", "validate_training_arguments", "world_size", "is_main_process", "build",
            "check_seed", "clip", "coerce", "quote", "apply_overrides", "parse_value"]

@@ -28,7 +28,7 @@ import yaml
 from ..data import FORMATS, TASK_FORMATS
 from ..errors import HFTransferError
 from ..registry import get_strategy, get_task
-from ..rundir import TASK_NAME
+from ..rundir import RECIPE, RESUMABLE_CHANGES, TASK_NAME, differences
 from .training import validate_training_arguments
 from .values import build, check_seed, check_tree, quote
 from .yamlfile import apply_overrides, read_yaml
@@ -383,4 +383,12 @@ def model_set(spec: str | list[str] | None, where: str) -> dict[str, dict[str, A
             models[str(name)] = section
         return models
     return {item: {"name_or_path": item} for item in dict.fromkeys(items)}
+
+
+def recipe_changes(run_dir: Path, recipe: str | Path | dict[str, Any] | Recipe) -> list[str]:
+    """Where the recipe a finished run recorded (``RUN/recipe.yaml``) differs from ``recipe`` in
+    what it trains, as dotted paths (settings that ``--resume`` may change are left out): a run
+    kept for reuse (a pipeline's stage, a comparison's cell) must be what is asked for now."""
+    return [path for path in differences(load_recipe(run_dir / RECIPE).to_dict(), load_recipe(recipe).to_dict())
+            if path not in RESUMABLE_CHANGES]
 
