@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "lora:train.learning_rate=2e-3)")
     p.add_argument("--strategies", help="comma-separated strategies (default: the recipe's)")
     p.add_argument("--sources", help="comma-separated source models (Hub ids, directories, run "
-                   "directories, embedded) to transfer from (default: the recipe's model)")
+                   "directories, embedded), or a YAML file of NAME: <model section>, to transfer from "
+                   "(default: the recipe's model)")
     p.add_argument("--label-budgets", default="all",
                    help="comma-separated training examples per label, and/or all (default all)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3: 0, 1, 2)")
