@@ -13,6 +13,7 @@ from typing import Any
 from . import __version__, cache
 from .errors import HFTransferError
 from .recipe import is_main_process
+from .recipe.shipped import RECIPES, find, recipe_text, shipped_recipes, write_recipe
 from .registry import load
 from .rundir import ENSEMBLE, disk_error, require_kit_run
 
@@ -138,6 +139,18 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe(args: argparse.Namespace) -> int:
+    recipe = find(args.name)
+    if args.to is None:
+        sys.stdout.write(recipe_text(recipe))
+        return 0
+    written = write_recipe(recipe, Path(args.to), overwrite=args.overwrite)
+    command = ("accelerate launch --config_file {} -m hftransfer train RECIPE" if recipe.is_accelerate_config
+               else "hftransfer validate {} && hftransfer train {}")
+    print(f"wrote {written}; next: {command.format(written, written)}")
+    return 0
+
+
 def _ls(args: argparse.Namespace) -> int:
     api = _api()
     print("strategies:")
@@ -148,15 +161,24 @@ def _ls(args: argparse.Namespace) -> int:
     print("tasks:")
     for name, cls in api.tasks().items():
         print(f"  {name:20s} {plain_text((cls.__doc__ or '').strip().splitlines()[0])}")
-    recipes = sorted(p for p in Path("recipes").glob("**/*.yaml")
-                     if "accelerate" not in p.parts and p.is_file())  # those are Accelerate configs
-    print("recipes:" + ("" if recipes else " (none in ./recipes)"))
-    for path in recipes:
-        try:
-            first = path.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
-        except OSError:
-            first = []
-        print(f"  {str(path):40s} {first[0].lstrip('# ') if first else ''}")
+    shipped = shipped_recipes()
+    print("recipes (`hftransfer recipe NAME --to FILE` writes one out to edit; then `hftransfer train FILE`):")
+    for recipe in (r for r in shipped if not r.is_accelerate_config):
+        print(f"  {recipe.name:28s} {recipe.summary}")
+    print("accelerate configs (`accelerate launch --config_file FILE -m hftransfer train RECIPE`):")
+    for recipe in (r for r in shipped if r.is_accelerate_config):
+        print(f"  {recipe.name:28s} {recipe.summary}")
+    # Recipes of the user's own in ./recipes (in a checkout that folder is the shipped one).
+    local = Path("recipes")
+    if local.is_dir() and local.resolve() != RECIPES:
+        own = sorted(p for p in local.glob("**/*.yaml") if p.is_file())
+        print("recipes in ./recipes:" + ("" if own else " (none)"))
+        for path in own:
+            try:
+                first = path.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
+            except OSError:
+                first = []
+            print(f"  {str(path):40s} {first[0].lstrip('# ') if first else ''}")
     return 0
 
 
@@ -449,6 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ls", help="list strategies, tasks and shipped recipes")
     p.set_defaults(func=_ls)
+
+    p = sub.add_parser("recipe", help="print a shipped recipe, or write it to a file to edit (--to)")
+    p.add_argument("name", help="a shipped recipe's name as `hftransfer ls` lists it (quickstart, sst2-lora, ...)")
+    p.add_argument("--to", metavar="PATH", help="write it here (a file, or a folder for NAME.yaml) instead of printing it")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file at --to")
+    p.set_defaults(func=_recipe)
     return parser
 
 
