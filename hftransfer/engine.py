@@ -10,8 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import resource
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from .models import (
 )
 from .predictions import check_batch_size, check_request, parse_top_k, prediction_inputs
 from .progress import data_bars, show_bars
+from .resources import peak_rss_mb, reset_peak_rss, share_cpu_cores
 from .recipe import (
     ModelSpec,
     Recipe,
@@ -50,7 +49,7 @@ from .recipe import (
 from .registry import get_strategy
 from .tasks.base import length_sorted
 from .tasks.multi import task_for
-from .trainer import TIMINGS, TransferTrainer
+from .trainer import TIMINGS, TransferTrainer, cpu_bf16_autocast
 
 logger = logging.getLogger("hftransfer")
 
@@ -194,6 +193,7 @@ def train(
     stage = rundir.staging_dir(run_dir)
     started = time.perf_counter()
     reset_peak_rss()
+    share_cpu_cores()
     setup = prepare(recipe, stage / rundir.CHECKPOINTS)
     check_distributed(setup.values)
     main = is_main_process()
@@ -206,7 +206,7 @@ def train(
     else:
         held, checkpoint = rundir.open_stage(stage, record), None  # a failed run's leftovers go now
     try:
-        metrics, trainer = _train(setup, checkpoint, started)
+        metrics, trainer = _train(setup, checkpoint, started, keep_checkpoints)
         if held is not None:
             _write_run(held, run_dir, setup, trainer, metrics, overwrite, keep_checkpoints)
     except HFTransferError:
@@ -246,7 +246,8 @@ def _load_extras(strategy: Any) -> None:
         strategy.extras[name] = model.eval().requires_grad_(False)
 
 
-def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[str, Any], Trainer]:
+def _train(setup: Setup, checkpoint: Path | None, started: float,
+           keep_checkpoints: bool = False) -> tuple[dict[str, Any], Trainer]:
     recipe, task, strategy, args, splits = setup.recipe, setup.task, setup.strategy, setup.args, setup.splits
     set_seed(args.seed)
     model = strategy.build_model(recipe.model, splits.labels)
@@ -273,6 +274,7 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
         compute_metrics=task.compute_metrics(splits.labels),
         preprocess_logits_for_metrics=task.preprocess_logits(),
         callbacks=strategy.callbacks() + task.callbacks(strategy),
+        cpu_bf16=cpu_bf16_autocast(recipe.train), final_checkpoint=keep_checkpoints,
     )
     before = None
     if task.evaluates_before_training and "validation" in evals:  # the model as built, same inputs
@@ -317,6 +319,8 @@ def _train(setup: Setup, checkpoint: Path | None, started: float) -> tuple[dict[
         "wall_s": round(train_seconds, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "world_size": int(args.world_size),
+        "threads": torch.get_num_threads(),
+        "precision": "bf16 autocast" if trainer.cpu_bf16 else trainer.accelerator.mixed_precision.replace("no", "fp32"),
         "steps": int(output.global_step),
         "loss": round(float(output.training_loss), 6),
     }
@@ -347,32 +351,6 @@ def _write_run(held: rundir.Stage, run_dir: Path, setup: Setup, trainer: Trainer
         # run they would double its size (optimizer state, a second copy of the weights).
         rundir.drop_checkpoints(stage)
     held.finish(run_dir, overwrite)
-
-
-
-
-def reset_peak_rss() -> None:
-    """Start the peak-memory count again (Linux), so that runs one after another in one process
-    (``compare``) each report their own peak, not the largest of all before them."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # 5: reset the resident-set high-water mark
-    except OSError:
-        pass  # not Linux, or not allowed: the peak then counts from the start of the process
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB since :func:`reset_peak_rss` (else since it
-    started)."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux reports KiB, macOS bytes
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 # --------------------------------------------------------------------------- using a finished run

@@ -13,7 +13,7 @@ from helpers import assert_cli_error, run_cli, tiny_recipe_dict, user_error
 
 from hftransfer.comparison import runner
 from hftransfer.comparison.grid import build_grid, parse_budgets, schedule
-from hftransfer.engine import peak_rss_mb, reset_peak_rss
+from hftransfer.resources import peak_rss_mb, reset_peak_rss
 
 
 @pytest.fixture

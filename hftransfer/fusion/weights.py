@@ -34,7 +34,8 @@ import torch
 import yaml
 
 from .. import rundir
-from ..engine import LoadedRun, RunResult, evaluate_loaded, peak_rss_mb, split_outputs
+from ..engine import LoadedRun, RunResult, evaluate_loaded, split_outputs
+from ..resources import peak_rss_mb
 from ..errors import HFTransferError
 from ..strategies.peft import merge_adapter
 from .runs import copy_run_files, derived_run, finish_derived, load_single_task_run
