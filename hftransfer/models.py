@@ -178,6 +178,7 @@ def merged_adapter_run(run: Path, spec: ModelSpec) -> str:
             if item.is_file() and not item.is_symlink() and any(
                     fnmatch.fnmatchcase(item.name, pattern) for pattern in PROCESSOR_FILES):
                 shutil.copy2(item, tmp / item.name)
+        rundir.readable_files(tmp)  # safetensors writes -rw-------; a cache entry reads like a run
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out)  # complete, or not there at all
     finally:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import default_data_collator
 
-from .. import cache
+from .. import cache, rundir
 from ..errors import HFTransferError
 from ..models import resolve
 from ..progress import Lines, quiet, show_bars
@@ -257,6 +257,7 @@ class FeatureExtraction(Strategy):
             if self.options.cache:
                 tmp = cache.staging_name(path)
                 save_file(tensors, str(tmp))
+                rundir.readable_files(tmp)  # safetensors writes -rw-------
                 os.replace(tmp, path)  # readers never see a half-written file
         labels = tensors.get("labels")
         if labels is not None and labels.numel() and int(labels.max()) < 0:
