@@ -1,0 +1,89 @@
+"""The Hugging Face Hub at the kit's edge: whether downloads are off, whether the Hub answers,
+and whether a repo can be served (from the local cache or the Hub) before a library spends half
+a minute retrying.
+
+Everything here goes through ``huggingface_hub`` (its cache, ``HF_TOKEN`` or the stored login,
+``HF_ENDPOINT``), so it sees what ``transformers`` and ``datasets`` see when they download.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from .errors import HFTransferError
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+"""The shape of a Hub repo id: ``name`` or ``owner/name``."""
+_ON = ("1", "ON", "YES", "TRUE")
+
+
+def offline_flag(*extra: str) -> str | None:
+    """The name of the variable that turns downloads off (``HF_HUB_OFFLINE``,
+    ``TRANSFORMERS_OFFLINE``, then ``extra`` ones such as ``HF_DATASETS_OFFLINE``), or None.
+    Read now: the Hub client reads its variable once, when it is imported."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE"
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *extra):
+        if (os.environ.get(name) or "").strip().upper() in _ON:
+            return name
+    return None
+
+
+def offline() -> bool:
+    """Whether downloads from the Hub are off (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
+    return offline_flag() is not None
+
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hub answers at all (one request, no retries; remembered for the process),
+    through the Hub client's own session so proxies and custom endpoints apply."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.ENDPOINT not in _REACHABLE:
+        try:
+            get_session().head(constants.ENDPOINT, timeout=timeout)
+            _REACHABLE[constants.ENDPOINT] = True
+        except Exception:  # DNS, refused, timed out, TLS: the download would fail the same way
+            _REACHABLE[constants.ENDPOINT] = False
+    return _REACHABLE[constants.ENDPOINT]
+
+
+def in_cache(repo_id: str, filenames: tuple[str, ...], revision: str | None = None,
+             repo_type: str = "model") -> bool:
+    """Whether any of ``filenames`` of the repo (at ``revision``) is in the local Hub cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        try:
+            if isinstance(try_to_load_from_cache(repo_id, filename, revision=revision, repo_type=repo_type), str):
+                return True
+        except Exception:  # an unreadable cache is no cache: decide from the network
+            pass
+    return False
+
+
+def check_available(name: str, where: str, *, cached: bool, fix: str, flags: tuple[str, ...] = ()) -> None:
+    """Fail at once, with one line, when the Hub repo ``name`` (named by the recipe at ``where``)
+    is not ``cached`` and the Hub cannot serve it: downloads are off (``HF_HUB_OFFLINE``, or one
+    of ``flags``) or the Hub does not answer. ``fix`` ends the message: what else the user can
+    do. (Left to them, transformers, datasets and the Hub client retry for half a minute and log
+    every attempt before failing with a vaguer message.)"""
+    if cached:
+        return
+    flag = offline_flag(*flags)
+    if flag is not None:
+        raise HFTransferError(
+            f"{where} {name!r} is not in the local Hugging Face cache, and {flag}=1 forbids "
+            f"downloading it: set {flag}=0 on a machine with a network, {fix}")
+    if not hub_reachable():
+        from huggingface_hub import constants
+
+        raise HFTransferError(
+            f"{where} {name!r} is not in the local Hugging Face cache, and {constants.ENDPOINT} "
+            f"cannot be reached (no network?): connect to the network, {fix}")
