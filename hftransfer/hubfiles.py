@@ -1,6 +1,6 @@
 """The Hugging Face Hub at the kit's edge: whether downloads are off, whether the Hub answers,
-and whether a repo can be served (from the local cache or the Hub) before a library spends half
-a minute retrying.
+whether a repo can be served (from the local cache or the Hub) before a library spends half a
+minute retrying, and single small files of a repo (from the local cache first).
 
 Everything here goes through ``huggingface_hub`` (its cache, ``HF_TOKEN`` or the stored login,
 ``HF_ENDPOINT``), so it sees what ``transformers`` and ``datasets`` see when they download.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from .errors import HFTransferError
 
@@ -87,3 +88,36 @@ def check_available(name: str, where: str, *, cached: bool, fix: str, flags: tup
         raise HFTransferError(
             f"{where} {name!r} is not in the local Hugging Face cache, and {constants.ENDPOINT} "
             f"cannot be reached (no network?): connect to the network, {fix}")
+
+
+class Unavailable(Exception):
+    """A file of a Hub repo that neither the local cache nor the Hub can give now."""
+
+
+def repo_file(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """A file of a Hub model repo at ``revision``: from the local cache, else downloaded into
+    it (with the token ``huggingface_hub`` finds); None when the repo has no such file. Raises
+    :class:`Unavailable` (one line) when downloads are off or fail and the cache lacks it."""
+    from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    try:
+        cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    except Exception:  # an unreadable cache is no cache
+        cached = None
+    if isinstance(cached, str):
+        return Path(cached)
+    if cached is _CACHED_NO_EXIST:  # an earlier download learnt that the repo has no such file
+        return None
+    flag = offline_flag()
+    if flag is not None:
+        raise Unavailable(f"{filename} is not in the local Hugging Face cache and {flag}=1 forbids downloading it")
+    if not hub_reachable():
+        raise Unavailable(f"{filename} is not in the local Hugging Face cache and the Hub cannot be reached")
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except RemoteEntryNotFoundError:
+        return None
+    except Exception as exc:  # gated, revoked, network trouble: the caller decides what it costs
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise Unavailable(f"{filename} could not be downloaded ({type(exc).__name__}: {text})") from None

@@ -84,6 +84,71 @@ def source_license(spec: ModelSpec) -> dict[str, str]:
             if isinstance(meta.get(key), (str, int, float)) and str(meta[key]).strip()}
 
 
+# The pooling_mode_* switches of a sentence-transformers Pooling config before `pooling_mode`.
+_ST_POOLING_SWITCHES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
+                        "pooling_mode_max_tokens": "max",
+                        "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                        "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+
+
+def sentence_transformers_pooling(spec: ModelSpec) -> str | None:
+    """How a sentence-transformers checkpoint pools its token embeddings (``mean``, ``cls``,
+    ``max``..., as its Pooling module's config names them; several joined by ``+``), read from
+    its ``modules.json`` and that module's ``config.json``: in the local folder, or in the Hub
+    repo at ``model.revision`` (from the local Hugging Face cache, else downloaded there with
+    the token huggingface_hub finds). None for a model without ``modules.json`` (not a
+    sentence-transformers checkpoint) or without a Pooling module, and (with a warning) when
+    the Hub cannot give its ``modules.json`` now."""
+    location = resolve(spec)
+    local = Path(location).is_dir()
+
+    def fetch(name: str) -> Path | None:
+        if local:
+            return Path(location, name) if Path(location, name).is_file() else None
+        return hubfiles.repo_file(location, name, spec.revision)
+
+    try:
+        found = fetch("modules.json")
+    except hubfiles.Unavailable as exc:
+        logger.warning("model %r: cannot tell whether it is a sentence-transformers checkpoint (%s); cls "
+                       "pooling, as for any model (set strategy.pooling to choose)", spec.name_or_path, exc)
+        return None
+    if found is None:
+        return None
+    modules = _st_json(found, "modules.json", spec, list)
+    pooling = next((m for m in modules if isinstance(m, dict)
+                    and str(m.get("type", "")).rsplit(".", 1)[-1] == "Pooling"), None)
+    if pooling is None:
+        return None
+    folder = str(pooling.get("path") or "").strip("/")
+    if not folder or ".." in folder.split("/") or "\\" in folder:
+        return "mean"  # no config of its own to read: sentence-transformers' default pooling
+    name = f"{folder}/config.json"
+    try:
+        found = fetch(name)
+    except hubfiles.Unavailable as exc:
+        logger.warning("model %r: cannot read its sentence-transformers pooling (%s); mean pooling, "
+                       "sentence-transformers' default (set strategy.pooling to choose)", spec.name_or_path, exc)
+        return "mean"
+    settings = _st_json(found, name, spec, dict) if found is not None else {}
+    mode = settings.get("pooling_mode")
+    modes = [mode] if isinstance(mode, str) else [str(m) for m in mode] if isinstance(mode, list) else [
+        switched for key, switched in _ST_POOLING_SWITCHES.items() if settings.get(key) is True]
+    return "+".join(modes) or "mean"
+
+
+def _st_json(path: Path, name: str, spec: ModelSpec, kind: type) -> Any:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        data = exc
+    if not isinstance(data, kind):
+        raise HFTransferError(
+            f"model {spec.name_or_path!r}: its sentence-transformers file {name} is not a JSON "
+            f"{'list' if kind is list else 'object'}; set strategy.pooling (cls or mean) to skip it")
+    return data
+
+
 def source_config(spec: ModelSpec, **kwargs: Any):
     """The source model's config: built from the inline ``model.config``, or the checkpoint's."""
     if spec.config is None:

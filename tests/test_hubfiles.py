@@ -105,3 +105,231 @@ def _write(tmp_path, recipe: dict):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- a sentence-transformers model on the Hub
+
+
+class ModelHub:
+    """A loopback stand-in for the Hub's file endpoints (``/{repo}/resolve/{revision}/{path}``,
+    HEAD and GET, as ``hf_hub_download`` calls them): ``repos[repo][revision]`` maps file paths
+    to bytes; every request is recorded (method, path, headers)."""
+
+    def __init__(self) -> None:
+        self.repos: dict[str, dict[str, dict[str, bytes]]] = {}
+        self.requests: list[dict] = []
+        self.url = ""
+
+    def add(self, repo: str, files: dict[str, bytes], revision: str = "main") -> None:
+        self.repos.setdefault(repo, {})[revision] = files
+
+    def asked_for(self, filename: str) -> list[dict]:
+        return [r for r in self.requests if r["path"].endswith(f"/{filename}")]
+
+
+def _model_hub_handler(hub: ModelHub):
+    import hashlib
+    import json as jsonlib
+    import re
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = 30
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str], with_body: bool) -> None:
+            self.send_response(status)
+            for key, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+
+        def _handle(self, with_body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            hub.requests.append({"method": self.command, "path": path,
+                                 "headers": {k.lower(): v for k, v in self.headers.items()}})
+            match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+            if match is None:  # the root (a reachability probe) and any API call: not served here
+                body = jsonlib.dumps({"error": f"not in the fake Hub: {path}"}).encode()
+                return self._send(404, body, {"Content-Type": "application/json"}, with_body)
+            repo, revision, filename = match.groups()
+            revisions = hub.repos.get(repo)
+            if revisions is None or revision not in revisions:
+                code = "RepoNotFound" if revisions is None else "RevisionNotFound"
+                return self._send(404, b"{}", {"X-Error-Code": code, "Content-Type": "application/json"}, with_body)
+            commit = hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+            files = revisions[revision]
+            if filename not in files:
+                return self._send(404, b"{}", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit,
+                                               "Content-Type": "application/json"}, with_body)
+            body = files[filename]
+            self._send(200, body, {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha256(body).hexdigest()}"',
+                                   "Content-Type": "application/octet-stream"}, with_body)
+
+        def do_HEAD(self) -> None:
+            self._handle(with_body=False)
+
+        def do_GET(self) -> None:
+            self._handle(with_body=True)
+
+    return Handler
+
+
+@pytest.fixture
+def model_hub(monkeypatch, tmp_path):
+    """A ModelHub on 127.0.0.1, with HF_ENDPOINT (and what huggingface_hub read from it at
+    import) pointing at it, an empty Hub cache, a token in HF_TOKEN and downloads allowed."""
+    import secrets
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    import huggingface_hub.constants as constants
+
+    hub = ModelHub()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _model_hub_handler(hub))
+    server.daemon_threads = True
+    hub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    hub.token = "hf_" + secrets.token_hex(16)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(name, "0")
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    try:
+        yield hub
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def go_offline(monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+MODULES = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+           {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+           {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+
+
+def st_files(model_dir, pooling: dict | None) -> dict[str, bytes]:
+    """The files of a model folder, plus (unless ``pooling`` is None) a sentence-transformers
+    modules.json and the Pooling module's config."""
+    import json as jsonlib
+
+    files = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
+    if pooling is not None:
+        files["modules.json"] = jsonlib.dumps(MODULES).encode()
+        files["1_Pooling/config.json"] = jsonlib.dumps({"word_embedding_dimension": 32, **pooling}).encode()
+    return files
+
+
+LEGACY_MEAN = {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False}
+
+
+def test_a_hub_models_pooling_comes_from_its_own_config_at_its_revision(model_hub, tiny_model_dir, monkeypatch):
+    from hftransfer.models import sentence_transformers_pooling
+    from hftransfer.recipe import ModelSpec
+
+    model_hub.add("kit-tests/tiny-st", st_files(tiny_model_dir, LEGACY_MEAN))
+    model_hub.add("kit-tests/tiny-st", st_files(tiny_model_dir, {"pooling_mode": "cls"}), revision="cls-pooling")
+    model_hub.add("kit-tests/tiny-plain", st_files(tiny_model_dir, None))
+    assert sentence_transformers_pooling(ModelSpec(name_or_path="kit-tests/tiny-st")) == "mean"
+    assert sentence_transformers_pooling(ModelSpec(name_or_path="kit-tests/tiny-st", revision="cls-pooling")) == "cls"
+    # No modules.json: not a sentence-transformers model, and no error.
+    assert sentence_transformers_pooling(ModelSpec(name_or_path="kit-tests/tiny-plain")) is None
+    asked = model_hub.asked_for("modules.json") + model_hub.asked_for("1_Pooling/config.json")
+    assert len(model_hub.asked_for("modules.json")) >= 3
+    assert {r["path"].split("/resolve/")[1].split("/")[0] for r in asked} == {"main", "cls-pooling"}
+    assert all(r["headers"].get("authorization") == f"Bearer {model_hub.token}" for r in asked)
+
+    # Offline, once the model itself is in the local cache (as after a run that loaded it), the
+    # same answers come from the cache, without a request.
+    import huggingface_hub
+
+    for repo, revision in (("kit-tests/tiny-st", None), ("kit-tests/tiny-st", "cls-pooling"),
+                           ("kit-tests/tiny-plain", None)):
+        huggingface_hub.hf_hub_download(repo, "config.json", revision=revision)
+    go_offline(monkeypatch)
+    before = len(model_hub.requests)
+    assert sentence_transformers_pooling(ModelSpec(name_or_path="kit-tests/tiny-st")) == "mean"
+    assert sentence_transformers_pooling(ModelSpec(name_or_path="kit-tests/tiny-st", revision="cls-pooling")) == "cls"
+    assert sentence_transformers_pooling(ModelSpec(name_or_path="kit-tests/tiny-plain")) is None
+    assert len(model_hub.requests) == before
+
+
+def test_offline_without_the_files_cached_the_pooling_is_cls_with_a_warning(model_hub, tiny_model_dir, monkeypatch,
+                                                                           caplog):
+    import huggingface_hub
+
+    from hftransfer.models import sentence_transformers_pooling
+    from hftransfer.recipe import ModelSpec
+
+    model_hub.add("kit-tests/tiny-st", st_files(tiny_model_dir, LEGACY_MEAN))
+    huggingface_hub.hf_hub_download("kit-tests/tiny-st", "config.json")  # the model is cached, not modules.json
+    go_offline(monkeypatch)
+    with caplog.at_level("WARNING", logger="hftransfer"):
+        assert sentence_transformers_pooling(ModelSpec(name_or_path="kit-tests/tiny-st")) is None
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "cannot tell whether it is a sentence-transformers checkpoint" in said and "HF_HUB_OFFLINE" in said
+
+
+@pytest.mark.parametrize("pooling, expected, warned", [
+    (LEGACY_MEAN, "mean", False),
+    ({"pooling_mode": "cls"}, "cls", False),
+    ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}, "cls", False),
+    ({"pooling_mode": "max"}, "mean", True),
+    ({"pooling_mode": ["cls", "mean"]}, "mean", True),
+    (None, "cls", False),
+])
+def test_feature_extraction_pools_as_a_local_model_says(pooling, expected, warned, tiny_model_dir, tmp_path, caplog):
+    from hftransfer.recipe import ModelSpec
+    from hftransfer.registry import get_strategy, get_task
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name, content in st_files(tiny_model_dir, pooling).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    task = get_task("text-classification")(get_task("text-classification").Options())
+    strategy_cls = get_strategy("feature-extraction")
+    strategy = strategy_cls(strategy_cls.Options(), task)
+    with caplog.at_level("WARNING", logger="hftransfer"):
+        assert strategy.pooling_for(ModelSpec(name_or_path=str(folder))) == expected
+    assert ("pools with" in caplog.text) == warned
+    # strategy.pooling always wins.
+    chosen = strategy_cls(strategy_cls.Options(pooling="cls"), task)
+    assert chosen.pooling_for(ModelSpec(name_or_path=str(folder))) == "cls"
+    if pooling is not None:
+        (folder / "modules.json").write_text("{not json")
+        with pytest.raises(HFTransferError, match="modules.json is not a JSON list; set strategy.pooling"):
+            strategy.pooling_for(ModelSpec(name_or_path=str(folder)))
+
+
+def test_a_feature_extraction_run_of_a_hub_model_uses_its_pooling(model_hub, tiny_model_dir, toy_data, tmp_path,
+                                                                  caplog):
+    import hftransfer
+
+    model_hub.add("kit-tests/tiny-st", st_files(tiny_model_dir, LEGACY_MEAN))
+    model_hub.add("kit-tests/tiny-st", st_files(tiny_model_dir, {"pooling_mode": "cls"}), revision="cls-pooling")
+    recipe = tiny_recipe_dict("kit-tests/tiny-st", toy_data, "feature-extraction", train={"num_train_epochs": 1},
+                              strategy={"cache": False})
+    with caplog.at_level("INFO", logger="hftransfer"):
+        hftransfer.train(recipe, output_dir=tmp_path / "mean")
+        recipe["model"]["revision"] = "cls-pooling"
+        hftransfer.train(recipe, output_dir=tmp_path / "cls")
+    said = [r.getMessage() for r in caplog.records if "pooling," in r.getMessage()]
+    assert said == ["feature-extraction: mean pooling, linear head", "feature-extraction: cls pooling, linear head"]
