@@ -24,17 +24,10 @@ def offline_flag(*extra: str) -> str | None:
     Read now: the Hub client reads its variable once, when it is imported."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE"
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *extra):
         if (os.environ.get(name) or "").strip().upper() in _ON:
             return name
-    return None
-
-
-def offline() -> bool:
-    """Whether downloads from the Hub are off (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
-    return offline_flag() is not None
+    return "HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else None
 
 
 _REACHABLE: dict[str, bool] = {}
