@@ -12,7 +12,6 @@ from typing import Any
 
 from . import __version__, cache
 from .errors import HFTransferError
-from .recipe import is_main_process
 from .recipe.shipped import RECIPES, find, recipe_text, shipped_recipes, write_recipe
 from .registry import load
 from .rundir import ENSEMBLE, disk_error, require_kit_run
@@ -34,7 +33,7 @@ def _train(args: argparse.Namespace) -> int:
     result = _api().train(args.recipe, args.overrides, output_dir=args.output_dir,
                           overwrite=args.overwrite, resume=args.resume,
                           keep_checkpoints=args.keep_checkpoints)
-    if result.metrics is not None and is_main_process():
+    if result.metrics is not None and result.main_process:  # other processes of a launch: quiet
         summary = {s: result.metrics[s] for s in ("validation", "test", "forgetting") if s in result.metrics}
         print(f"run saved to {result.run_dir}")
         print(json.dumps(summary, indent=2))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from . import hubfiles
 from .errors import HFTransferError
 
 if TYPE_CHECKING:
@@ -280,6 +281,10 @@ def load_hub_splits(spec: Any, where: str = "data") -> dict[str, "datasets.Datas
     """The named splits of a Hub dataset (needs the network or the local HF cache)."""
     import datasets
 
+    if hubfiles.REPO_ID.match(spec.dataset) and not Path(os.path.expanduser(spec.dataset)).exists():
+        hubfiles.check_available(
+            spec.dataset, f"{where}.dataset", cached=hub_dataset_cached(spec.dataset), flags=("HF_DATASETS_OFFLINE",),
+            fix=f"load it once on a machine with a network (datasets keeps it), or point {where}.train at local files")
     try:
         loaded = datasets.load_dataset(spec.dataset, spec.dataset_config)
     except Exception as exc:
@@ -302,6 +307,20 @@ def load_hub_splits(spec: Any, where: str = "data") -> dict[str, "datasets.Datas
                 f"{', '.join(loaded)}"
             )
     return out
+
+
+def hub_dataset_cached(name: str) -> bool:
+    """Whether ``datasets`` may load the Hub dataset ``name`` without the Hub: it prepared it
+    before (its own cache, which it falls back to), or its card is in the Hub client's cache."""
+    import datasets
+    from datasets.naming import camelcase_to_snakecase
+
+    parts = name.split("/")
+    parts[-1] = camelcase_to_snakecase(parts[-1])  # how datasets names the folder
+    prepared = Path(os.path.expanduser(str(datasets.config.HF_DATASETS_CACHE))) / "___".join(parts)
+    if any(p.is_dir() for p in prepared.glob("*/*/*")):
+        return True
+    return hubfiles.in_cache(name, ("README.md",), repo_type="dataset")
 
 
 def stratified_split(labels: list[Any] | None, fraction: float, seed: int) -> tuple[list[int], list[int]]:

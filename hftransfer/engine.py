@@ -41,7 +41,6 @@ from .recipe import (
     ModelSpec,
     Recipe,
     check_distributed,
-    is_main_process,
     load_recipe,
     make_training_arguments,
     training_values,
@@ -60,6 +59,8 @@ class RunResult:
 
     run_dir: Path
     metrics: dict[str, Any]
+    main_process: bool = True
+    """Whether this process wrote the run (the Trainer's main process; rank 0 of a launch)."""
 
 
 def default_output_dir(recipe: Recipe) -> Path:
@@ -196,7 +197,7 @@ def train(
     share_cpu_cores()
     setup = prepare(recipe, stage / rundir.CHECKPOINTS)
     check_distributed(setup.values)
-    main = is_main_process()
+    main = setup.args.process_index == 0  # the Trainer's own test (is_world_process_zero)
     record = setup.record()
     held = None
     if not main:  # only the main process writes; the others read the checkpoint to resume from
@@ -221,7 +222,7 @@ def train(
     finally:
         if held is not None:
             held.release()  # a crash or Ctrl-C keeps the stage for --resume, unlocked
-    return RunResult(run_dir=run_dir, metrics=metrics)
+    return RunResult(run_dir=run_dir, metrics=metrics, main_process=main)
 
 
 def _abandon(held: rundir.Stage | None, resume: bool) -> None:

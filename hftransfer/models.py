@@ -10,13 +10,12 @@ import inspect
 import json
 import logging
 import os
-import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import cache, rundir, weight_transfer
+from . import cache, hubfiles, rundir, weight_transfer
 from .errors import HFTransferError
 from .recipe import EMBEDDED_MODEL_ID, ModelSpec, load_recipe
 from .registry import get_task
@@ -24,7 +23,6 @@ from .registry import get_task
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
 logger = logging.getLogger("hftransfer")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
 def embedded_model_path() -> str:
@@ -86,6 +84,71 @@ def source_license(spec: ModelSpec) -> dict[str, str]:
             if isinstance(meta.get(key), (str, int, float)) and str(meta[key]).strip()}
 
 
+# The pooling_mode_* switches of a sentence-transformers Pooling config before `pooling_mode`.
+_ST_POOLING_SWITCHES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
+                        "pooling_mode_max_tokens": "max",
+                        "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                        "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+
+
+def sentence_transformers_pooling(spec: ModelSpec) -> str | None:
+    """How a sentence-transformers checkpoint pools its token embeddings (``mean``, ``cls``,
+    ``max``..., as its Pooling module's config names them; several joined by ``+``), read from
+    its ``modules.json`` and that module's ``config.json``: in the local folder, or in the Hub
+    repo at ``model.revision`` (from the local Hugging Face cache, else downloaded there with
+    the token huggingface_hub finds). None for a model without ``modules.json`` (not a
+    sentence-transformers checkpoint) or without a Pooling module, and (with a warning) when
+    the Hub cannot give its ``modules.json`` now."""
+    location = resolve(spec)
+    local = Path(location).is_dir()
+
+    def fetch(name: str) -> Path | None:
+        if local:
+            return Path(location, name) if Path(location, name).is_file() else None
+        return hubfiles.repo_file(location, name, spec.revision)
+
+    try:
+        found = fetch("modules.json")
+    except hubfiles.Unavailable as exc:
+        logger.warning("model %r: cannot tell whether it is a sentence-transformers checkpoint (%s); cls "
+                       "pooling, as for any model (set strategy.pooling to choose)", spec.name_or_path, exc)
+        return None
+    if found is None:
+        return None
+    modules = _st_json(found, "modules.json", spec, list)
+    pooling = next((m for m in modules if isinstance(m, dict)
+                    and str(m.get("type", "")).rsplit(".", 1)[-1] == "Pooling"), None)
+    if pooling is None:
+        return None
+    folder = str(pooling.get("path") or "").strip("/")
+    if not folder or ".." in folder.split("/") or "\\" in folder:
+        return "mean"  # no config of its own to read: sentence-transformers' default pooling
+    name = f"{folder}/config.json"
+    try:
+        found = fetch(name)
+    except hubfiles.Unavailable as exc:
+        logger.warning("model %r: cannot read its sentence-transformers pooling (%s); mean pooling, "
+                       "sentence-transformers' default (set strategy.pooling to choose)", spec.name_or_path, exc)
+        return "mean"
+    settings = _st_json(found, name, spec, dict) if found is not None else {}
+    mode = settings.get("pooling_mode")
+    modes = [mode] if isinstance(mode, str) else [str(m) for m in mode] if isinstance(mode, list) else [
+        switched for key, switched in _ST_POOLING_SWITCHES.items() if settings.get(key) is True]
+    return "+".join(modes) or "mean"
+
+
+def _st_json(path: Path, name: str, spec: ModelSpec, kind: type) -> Any:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        data = exc
+    if not isinstance(data, kind):
+        raise HFTransferError(
+            f"model {spec.name_or_path!r}: its sentence-transformers file {name} is not a JSON "
+            f"{'list' if kind is list else 'object'}; set strategy.pooling (cls or mean) to skip it")
+    return data
+
+
 def source_config(spec: ModelSpec, **kwargs: Any):
     """The source model's config: built from the inline ``model.config``, or the checkpoint's."""
     if spec.config is None:
@@ -130,17 +193,18 @@ def transfer_plan(spec: ModelSpec, **kwargs: Any) -> weight_transfer.Plan:
     return weight_transfer.plan(source, spec.init or {}, inline)
 
 
-def source_location(spec: ModelSpec) -> str:
-    """Where the source weights load from. An adapter run of the kit is merged into its base
-    model once (cached), so it serves as a plain source model for the next run."""
-    location = resolve(spec)
+def source_location(spec: ModelSpec, where: str = "model.name_or_path") -> str:
+    """Where the source weights load from (``where``: the recipe key that names the model, for
+    messages). An adapter run of the kit is merged into its base model once (cached), so it
+    serves as a plain source model for the next run."""
+    location = resolve(spec, where)
     path = Path(location)
     if not (path / "adapter_config.json").exists() or any((path / f).exists() for f in SAFE_WEIGHTS[:2]):
         return location
-    return merged_adapter_run(path, spec)
+    return merged_adapter_run(path, spec, where)
 
 
-def merged_adapter_run(run: Path, spec: ModelSpec) -> str:
+def merged_adapter_run(run: Path, spec: ModelSpec, where: str = "model.name_or_path") -> str:
     """An adapter run merged into its base model: a plain model folder in the cache. The base
     loads under the safety settings of the recipe being run (``spec``), not of the old run's."""
     digest = hashlib.sha256((run / "adapter_model.safetensors").read_bytes()
@@ -155,7 +219,7 @@ def merged_adapter_run(run: Path, spec: ModelSpec) -> str:
     recipe_file = (multitask_root or run) / rundir.RECIPE
     if not recipe_file.exists() or not (run / "config.json").exists():
         raise HFTransferError(
-            f"model.name_or_path {str(run)!r} is an adapter without its base; give a run directory "
+            f"{where} {str(run)!r} is an adapter without its base; give a run directory "
             "of hftransfer (it records the base) or merge the adapter first"
         )
     recipe = load_recipe(recipe_file)
@@ -178,6 +242,7 @@ def merged_adapter_run(run: Path, spec: ModelSpec) -> str:
             if item.is_file() and not item.is_symlink() and any(
                     fnmatch.fnmatchcase(item.name, pattern) for pattern in PROCESSOR_FILES):
                 shutil.copy2(item, tmp / item.name)
+        rundir.readable_files(tmp)  # safetensors writes -rw-------; a cache entry reads like a run
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out)  # complete, or not there at all
     finally:
@@ -191,8 +256,15 @@ def processor_location(location: str | None, spec: ModelSpec) -> str:
         if is_embedded(spec.processor):
             return embedded_model_path()
         path = Path(os.path.expanduser(spec.processor))
-        if path.exists() or _HUB_ID.match(spec.processor) and not spec.processor.startswith((".", "/", "~")):
-            return str(path) if path.exists() else spec.processor
+        if path.exists():
+            return str(path)
+        if hubfiles.REPO_ID.match(spec.processor) and not spec.processor.startswith((".", "/", "~")):
+            # (The tokenizer of a text model loads at model.revision, other processors at main.)
+            cached = any(hubfiles.in_cache(spec.processor, PROCESSOR_PROBES, revision)
+                         for revision in {None, spec.revision})
+            hubfiles.check_available(spec.processor, "model.processor", cached=cached, fix=(
+                f"download it first (`hf download {spec.processor}`), or give a local directory"))
+            return spec.processor
         raise HFTransferError(f"model.processor: {spec.processor!r} does not exist")
     if location is None:
         raise HFTransferError(
@@ -231,8 +303,9 @@ def position_limit(config: Any) -> int | None:
     return limit
 
 
-def resolve(spec: ModelSpec) -> str:
-    """A loadable location (local directory or Hub id) for ``spec``, checked for safety.
+def resolve(spec: ModelSpec, where: str = "model.name_or_path") -> str:
+    """A loadable location (local directory or Hub id) for ``spec``, checked for safety
+    (``where``: the recipe key that names the model, for messages).
 
     Local directories must hold a config and safetensors weights (pickle weights only with
     ``model.allow_pickle``), and a model that needs remote code is refused unless
@@ -243,73 +316,27 @@ def resolve(spec: ModelSpec) -> str:
         return embedded_model_path()
     path = Path(os.path.expanduser(name))
     if path.exists():
-        check_local_model(path, spec)
+        check_local_model(path, spec, where)
         return str(path)
     if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
-        raise HFTransferError(f"model.name_or_path: local path {name!r} does not exist")
-    if not _HUB_ID.match(name):
-        raise HFTransferError(
-            f"model.name_or_path: {name!r} is neither an existing directory nor a valid Hub id"
-        )
-    check_hub_available(name, spec.revision)
+        raise HFTransferError(f"{where}: local path {name!r} does not exist")
+    if not hubfiles.REPO_ID.match(name):
+        raise HFTransferError(f"{where}: {name!r} is neither an existing directory nor a valid Hub id")
+    check_hub_available(name, spec.revision, where)
     return name
 
 
-def offline() -> bool:
-    """Whether downloads from the Hub are off (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``),
-    read now: the Hub client reads the variables once, when it is imported."""
-    from huggingface_hub import constants
-
-    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
-    return bool(constants.HF_HUB_OFFLINE) or any(
-        (flag or "").strip().upper() in ("1", "ON", "YES", "TRUE") for flag in flags)
-
-
 def check_hub_available(name: str, revision: str | None = None, where: str = "model.name_or_path") -> None:
-    """A Hub id loads from the local cache or, when it is not there, from the Hub: fail at once,
-    with one line, when neither can serve it. (Left to them, transformers and the Hub client
-    retry for half a minute and log every attempt twice before failing with a vaguer message.)"""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
-            return
-    except Exception:  # an unreadable cache is no cache: decide from the network
-        pass
-    fix = (f"download it first (`hf download {name}`), or give a local directory (or `embedded`, "
-           "the bundled MiniLM)")
-    if offline():
-        raise HFTransferError(
-            f"{where} {name!r} is not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 forbids "
-            f"downloading it: set HF_HUB_OFFLINE=0 on a machine with a network, {fix}")
-    if not hub_reachable():
-        from huggingface_hub import constants
-
-        raise HFTransferError(
-            f"{where} {name!r} is not in the local Hugging Face cache, and {constants.ENDPOINT} "
-            f"cannot be reached (no network?): connect to the network, {fix}")
+    """A model's Hub id loads from the local cache or, when it is not there, from the Hub: fail
+    at once, with one line, when neither can serve it."""
+    hubfiles.check_available(
+        name, where, cached=hubfiles.in_cache(name, ("config.json",), revision),
+        fix=f"download it first (`hf download {name}`), or give a local directory (or `embedded`, "
+            "the bundled MiniLM)")
 
 
-_REACHABLE: dict[str, bool] = {}
-
-
-def hub_reachable(timeout: float = 5.0) -> bool:
-    """Whether the Hub answers at all (one request, no retries; remembered for the process),
-    through the Hub client's own session so proxies and custom endpoints apply."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
-
-    if constants.ENDPOINT not in _REACHABLE:
-        try:
-            get_session().head(constants.ENDPOINT, timeout=timeout)
-            _REACHABLE[constants.ENDPOINT] = True
-        except Exception:  # DNS, refused, timed out, TLS: the download would fail the same way
-            _REACHABLE[constants.ENDPOINT] = False
-    return _REACHABLE[constants.ENDPOINT]
-
-
-def check_local_model(path: Path, spec: ModelSpec) -> None:
-    where = f"model.name_or_path {str(path)!r}"
+def check_local_model(path: Path, spec: ModelSpec, key: str = "model.name_or_path") -> None:
+    where = f"{key} {str(path)!r}"
     if not path.is_dir():
         raise HFTransferError(f"{where} is a file; give the directory that holds config.json and the weights")
     has_config = (path / "config.json").exists() or (path / "adapter_config.json").exists()
@@ -530,6 +557,9 @@ PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.json", "preprocessor_config.json", "processor_config.json",
                    "feature_extractor_config.json", "image_processor_config.json")
 """The files of a tokenizer, image processor or feature extractor (copied and published with a model)."""
+PROCESSOR_PROBES = ("tokenizer_config.json", "tokenizer.json", "preprocessor_config.json",
+                    "processor_config.json", "feature_extractor_config.json", "config.json")
+"""Files of which one, found in the local Hub cache, shows that a processor repo was downloaded."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
                    "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 

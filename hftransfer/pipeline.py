@@ -58,13 +58,16 @@ def train(source: str | Path | dict, overrides: list[str] | None = None, output_
     run_dir = Path(output_dir) if output_dir is not None else Path("runs") / staged.name
     _check_not_own_source(staged, run_dir)
     held = _open(run_dir, staged, overwrite=overwrite, resume=resume)
+    main = True  # as the Trainer of the last stage trained here says (a kept stage trains nothing)
     try:
         stage_dirs: list[Path] = []
         for i, (name, recipe) in enumerate(zip(staged.stage_names, staged.stages), 1):
             if stage_dirs:
                 recipe = stage_recipe(recipe, str(stage_dirs[-1]))
             stage_dirs.append(run_dir / rundir.STAGES / f"{i}-{name}")
-            _train_stage(name, recipe, stage_dirs[-1], resume, keep_checkpoints)
+            trained = _train_stage(name, recipe, stage_dirs[-1], resume, keep_checkpoints)
+            if trained is not None:
+                main = trained.main_process
         metrics = _pipeline_metrics(staged, stage_dirs)
         _write_pipeline(run_dir, staged, stage_dirs[-1], metrics)
     except HFTransferError:
@@ -74,7 +77,7 @@ def train(source: str | Path | dict, overrides: list[str] | None = None, output_
         raise
     finally:
         held.release()
-    return RunResult(run_dir=run_dir, metrics=metrics)
+    return RunResult(run_dir=run_dir, metrics=metrics, main_process=main)
 
 
 def _check_not_own_source(staged: StagedRecipe, run_dir: Path) -> None:
@@ -114,7 +117,8 @@ def _open(run_dir: Path, staged: StagedRecipe, *, overwrite: bool, resume: bool)
     return rundir.open_stage(run_dir, record)
 
 
-def _train_stage(name: str, recipe: Any, stage_dir: Path, resume: bool, keep_checkpoints: bool = False) -> None:
+def _train_stage(name: str, recipe: Any, stage_dir: Path, resume: bool,
+                 keep_checkpoints: bool = False) -> RunResult | None:
     if (stage_dir / rundir.METRICS).is_file() and (stage_dir / rundir.RECIPE).is_file():
         changed = recipe_changes(stage_dir, recipe)
         if changed:
@@ -122,14 +126,15 @@ def _train_stage(name: str, recipe: Any, stage_dir: Path, resume: bool, keep_che
                 f"stage {name} in {str(stage_dir)!r} was trained from another recipe (it differs at "
                 f"{', '.join(changed[:3])}); start the pipeline over with --overwrite")
         logger.info("stage %s: finished before, kept (%s)", name, stage_dir)
-        return
+        return None
     checkpoint = rundir.last_complete_checkpoint(rundir.staging_dir(stage_dir) / rundir.CHECKPOINTS)
     if checkpoint is not None and not resume:
         raise HFTransferError(
             f"stage {name} of this pipeline was interrupted ({checkpoint}): continue it with --resume "
             "(the finished stages are kept), or start the whole pipeline over with --overwrite")
     logger.info("stage %s: training into %s", name, stage_dir)
-    engine.train(recipe, output_dir=stage_dir, resume=checkpoint is not None, keep_checkpoints=keep_checkpoints)
+    return engine.train(recipe, output_dir=stage_dir, resume=checkpoint is not None,
+                        keep_checkpoints=keep_checkpoints)
 
 
 # --------------------------------------------------------------------------- forgetting

@@ -337,20 +337,20 @@ def drop_checkpoints(stage: Path) -> None:
 
 
 def readable_files(folder: Path) -> None:
-    """Give every file the kit wrote under ``folder`` the permissions the umask allows, as
-    ``open()`` would: safetensors writes its files ``-rw-------`` (through a private temporary
-    file), which would keep a shared or published run's weights from its other readers."""
+    """Give every file the kit wrote under ``folder`` (or the file ``folder`` itself: a cache
+    entry) the permissions the umask allows, as ``open()`` would: safetensors writes its files
+    ``-rw-------`` (through a private temporary file), which would keep a shared or published
+    run's weights, or a shared cache, from its other readers."""
     mask = os.umask(0)
     os.umask(mask)
     wanted = 0o666 & ~mask
-    for dirpath, _, filenames in os.walk(folder):
-        for name in filenames:
-            path = Path(dirpath) / name
-            if path.is_symlink():
-                continue
-            mode = path.stat().st_mode & 0o7777
-            if mode | wanted != mode:
-                os.chmod(path, mode | wanted)
+    paths = [folder] if folder.is_file() else (Path(d) / n for d, _, names in os.walk(folder) for n in names)
+    for path in paths:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o7777
+        if mode | wanted != mode:
+            os.chmod(path, mode | wanted)
 
 
 def finish(stage: Path, run_dir: Path, overwrite: bool) -> None:

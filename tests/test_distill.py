@@ -4,6 +4,8 @@ of unlabelled inputs; teachers that run on each batch where inputs are augmented
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,9 @@ def test_the_teacher_runs_once_and_is_cached(tiny_model_dir, toy_data, teacher_r
     first = hftransfer.train(student(tiny_model_dir, toy_data, teacher_run), output_dir=tmp_path / "a")
     entries = list((tmp_path / "cache" / "teacher").iterdir())
     assert len(entries) == 1
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(entries[0].stat().st_mode) == 0o666 & ~mask  # not safetensors' -rw-------
     transfer = first.metrics["transfer"]
     assert transfer["alpha"] == 0.5 and transfer["teacher_outputs"] == "computed once and cached"
 

@@ -413,9 +413,30 @@ def test_a_cache_that_is_a_file_or_a_damaged_entry(tmp_path, work, capsys, recip
     assert result.metrics["train"]["steps"] > 0
 
 
-def test_launcher_variables_that_are_not_numbers(tmp_path, work, capsys, recipe_of, monkeypatch):
-    monkeypatch.setenv("RANK", "abc")
-    refused(capsys, tmp_path, ["train", recipe_of(), "--output-dir", tmp_path / "o"], "RANK", "not a number")
+@pytest.mark.parametrize("name", ["RANK", "LOCAL_RANK", "WORLD_SIZE"])
+def test_launcher_variables_that_are_not_numbers(name, tmp_path, work, capsys, recipe_of, monkeypatch):
+    monkeypatch.setenv(name, "abc")
+    refused(capsys, tmp_path, ["train", recipe_of(), "--output-dir", tmp_path / "o"], name, "not a number")
+
+
+def test_the_trainer_says_which_process_is_the_main_one(tmp_path, work, capsys, recipe_of, monkeypatch):
+    # A stray RANK without a launcher: the Trainer trains alone, as process 0, so this process
+    # writes the run and prints its summary (reading RANK, it kept neither).
+    monkeypatch.setenv("RANK", "1")
+    rc, out, err = run_cli(capsys, "train", recipe_of(), "--output-dir", tmp_path / "o")
+    assert rc == 0, err
+    assert (tmp_path / "o" / "metrics.json").is_file() and f"run saved to {tmp_path / 'o'}" in out
+
+
+def test_the_cli_prints_the_summary_as_the_result_says(tmp_path, work, capsys, recipe_of, monkeypatch):
+    import hftransfer.api
+
+    for main in (True, False):
+        result = hftransfer.api.RunResult(tmp_path / "o", {"test": {"accuracy": 1.0}}, main_process=main)
+        monkeypatch.setattr(hftransfer.api, "train", lambda *args, **kwargs: result)
+        rc, out, err = run_cli(capsys, "train", recipe_of())
+        assert rc == 0 and err == ""
+        assert ("run saved to" in out) == main and ('"accuracy": 1.0' in out) == main
 
 
 def test_ls_skips_what_is_not_a_readable_recipe(tmp_path, work, capsys):

@@ -18,7 +18,7 @@ import yaml
 from helpers import assert_cli_error, run_cli, tiny_recipe_dict
 
 import hftransfer
-from hftransfer import models, progress
+from hftransfer import hubfiles, models, progress
 from hftransfer.cli import build_parser, plain_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,8 +122,8 @@ def test_an_uncached_hub_id_offline_fails_at_once(tmp_path, work, capsys, toy_da
 def test_an_uncached_hub_id_without_a_network_fails_at_once(monkeypatch):
     from huggingface_hub import constants
 
-    monkeypatch.setattr(models, "offline", lambda: False)
-    monkeypatch.setitem(models._REACHABLE, constants.ENDPOINT, False)  # as a failed probe leaves it
+    monkeypatch.setattr(hubfiles, "offline_flag", lambda *extra: None)
+    monkeypatch.setitem(hubfiles._REACHABLE, constants.ENDPOINT, False)  # as a failed probe leaves it
     with pytest.raises(hftransfer.HFTransferError) as info:
         models.check_hub_available("nobody-here/made-up-model-hft")
     message = str(info.value)

@@ -97,6 +97,7 @@ def test_two_cpu_processes_train_together_and_count_every_example_once(
 
     done = launch_two_cpu_processes(path, run_dir)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run saved to") == 1  # the main process's summary, from its result
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["world_size"] == 2
     if strategy != "feature-extraction":  # its head trains on cached features, with its own batches

@@ -2,12 +2,17 @@
 of the kit, adapter runs included (merged into their base once)."""
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import user_error
 
 from hftransfer import train
-from hftransfer.recipe import load_recipe
+from hftransfer.models import source_location
+from hftransfer.recipe import ModelSpec, load_recipe
 from hftransfer.registry import get_strategy, get_task
 
 TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -80,3 +85,24 @@ def test_lora_run_is_merged_into_a_source_for_the_next_run(tiny_recipe, tmp_path
     assert "classifier.weight" in strategy.new_params
     assert query not in strategy.new_params
     assert len(list((tmp_path / "cache" / "merged").iterdir())) == 1
+
+
+def test_cache_entries_are_readable_as_the_umask_allows(tiny_recipe, tmp_path, monkeypatch):
+    """safetensors writes its files -rw-------; the kit's cache entries (an adapter run merged
+    into its base, cached features) read like a run's files: 0o666 less the umask, as open()
+    makes them, so a cache shared by a group serves all of it."""
+    monkeypatch.setenv("HFTRANSFER_CACHE", str(tmp_path / "cache"))
+    previous = os.umask(0o022)
+    try:
+        lora = train(tiny_recipe("lora", train={"num_train_epochs": 1}), output_dir=tmp_path / "lora")
+        merged = Path(source_location(ModelSpec(name_or_path=str(lora.run_dir))))
+        train(tiny_recipe("feature-extraction", train={"num_train_epochs": 1}), output_dir=tmp_path / "fe")
+    finally:
+        os.umask(previous)
+    assert merged.parent == tmp_path / "cache" / "merged"
+    files = [p for p in merged.rglob("*") if p.is_file()]
+    files += list((tmp_path / "cache" / "features").glob("*.safetensors"))
+    assert {p.name for p in files} >= {"model.safetensors", "config.json", "tokenizer.json"}
+    assert len([p for p in files if p.parent.name == "features"]) >= 2  # train, validation, test
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert modes == dict.fromkeys(modes, oct(0o644))

@@ -20,7 +20,7 @@ from .schema import (
 from .training import (
                      KIT_DEFAULTS,
                      check_distributed,
-                     is_main_process,
+                     check_launcher_variables,
                      make_training_arguments,
                      training_values,
                      validate_training_arguments,
@@ -31,5 +31,5 @@ from .yamlfile import apply_overrides, parse_value
 
 __all__ = ["EMBEDDED_MODEL_ID", "DataSpec", "ModelSpec", "Recipe", "TaskEntry", "load_recipe", "model_set", "recipe_changes",
            "run_name_from", "validate", "KIT_DEFAULTS", "check_distributed", "make_training_arguments",
-           "training_values", "validate_training_arguments", "world_size", "is_main_process", "build",
+           "training_values", "validate_training_arguments", "world_size", "check_launcher_variables", "build",
            "check_seed", "clip", "coerce", "quote", "apply_overrides", "parse_value"]

@@ -59,9 +59,12 @@ def world_size() -> int:
     return _launcher_number("WORLD_SIZE", 1)
 
 
-def is_main_process() -> bool:
-    """Whether this process writes the run (the only one of a plain run; rank 0 of a launch)."""
-    return _launcher_number("RANK", 0) == 0
+def check_launcher_variables() -> None:
+    """The variables a launcher sets (``accelerate launch``, torchrun) hold numbers: Accelerate
+    and torch read them with ``int()`` and would fail with a traceback. (Which process is the
+    main one is the Trainer's to say: ``TrainingArguments.process_index``.)"""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        _launcher_number(name, 0)
 
 
 def _launcher_number(name: str, default: int) -> int:
@@ -257,6 +260,7 @@ def make_training_arguments(values: dict[str, Any], output_dir: str):
     """``TrainingArguments(**values)``; a rejected value becomes an error naming its key."""
     from transformers import TrainingArguments
 
+    check_launcher_variables()  # before Accelerate reads them (and blames the first train: key)
     try:
         return TrainingArguments(output_dir=output_dir, **values)
     except (ValueError, TypeError, OSError) as exc:

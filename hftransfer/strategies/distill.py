@@ -111,7 +111,8 @@ class Distill(FullFineTune):
     # --- checks -------------------------------------------------------------------------------
     def check_model(self, config):
         shown = self.options.teacher
-        self.teacher_config = load_config(source_location(self.teacher_spec), self.teacher_spec)
+        location = source_location(self.teacher_spec, "strategy.teacher")  # named so in its errors
+        self.teacher_config = load_config(location, self.teacher_spec)
         if not trained_for(self.task, self.teacher_config):
             archs = getattr(self.teacher_config, "architectures", None) or []
             raise HFTransferError(

@@ -23,9 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import default_data_collator
 
-from .. import cache
+from .. import cache, rundir
 from ..errors import HFTransferError
-from ..models import resolve
+from ..models import sentence_transformers_pooling
 from ..progress import Lines, quiet, show_bars
 from ..registry import get_task, register_strategy
 from ..surgery import (
@@ -110,7 +110,7 @@ class FeatureDataset(torch.utils.data.Dataset):
 class FeatureExtraction(Strategy):
     """Frozen source encoder; its pooled features are cached on disk and only a new head
     (``head: linear`` = linear probe, or ``mlp``) trains on them. ``pooling``: ``cls`` or
-    ``mean`` (default: mean for sentence-transformers checkpoints, else cls)."""
+    ``mean`` (default: a sentence-transformers checkpoint's own, from its Pooling config, else cls)."""
 
     description = "frozen encoder, features cached on disk, only a new linear/MLP head trains"
     augments = False  # features are computed once, from the unaugmented inputs
@@ -123,7 +123,8 @@ class FeatureExtraction(Strategy):
     @dataclass
     class Options:
         pooling: str | None = None
-        """cls or mean; default: mean for sentence-transformers checkpoints, else cls."""
+        """cls or mean; default: a sentence-transformers checkpoint's own (its modules.json and
+        Pooling config, in a local folder or the Hub repo; mean for one that pools otherwise), else cls."""
         head: str = "linear"
         """linear (a linear probe) or mlp (dense + tanh + linear)."""
         encode_batch_size: int = 64
@@ -165,14 +166,19 @@ class FeatureExtraction(Strategy):
         return self.task.features == "per-token"
 
     def pooling_for(self, spec) -> str:
+        """``strategy.pooling``; else a sentence-transformers checkpoint's own (its Pooling
+        module's config, in a local folder or the Hub repo); else cls."""
         if self.options.pooling:
             return self.options.pooling
         if spec.random_weights:
             return "cls"
-        location = Path(resolve(spec))
-        is_sentence_transformer = location.is_dir() and (
-            (location / "modules.json").exists() or (location / "sentence_bert_config.json").exists())
-        return "mean" if is_sentence_transformer else "cls"
+        own = sentence_transformers_pooling(spec)
+        if own is None or own in ("cls", "mean"):
+            return own or "cls"
+        logger.warning("model %r pools with %s (its sentence-transformers Pooling config), which a "
+                       "transformers model cannot hold; feature-extraction uses mean pooling (set "
+                       "strategy.pooling to cls or mean to choose)", spec.name_or_path, own)
+        return "mean"
 
     def check_model(self, config):
         with torch.device("meta"):
@@ -257,6 +263,7 @@ class FeatureExtraction(Strategy):
             if self.options.cache:
                 tmp = cache.staging_name(path)
                 save_file(tensors, str(tmp))
+                rundir.readable_files(tmp)  # safetensors writes -rw-------
                 os.replace(tmp, path)  # readers never see a half-written file
         labels = tensors.get("labels")
         if labels is not None and labels.numel() and int(labels.max()) < 0:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .. import cache
+from .. import cache, rundir
 from ..errors import HFTransferError
 from .features import _inputs_digest, fingerprint
 
@@ -77,6 +77,7 @@ def outputs(model: torch.nn.Module, inputs: Any, collator: Any, *, what: str, pe
     if path is not None:
         tmp = cache.staging_name(path)
         save_file(tensors, str(tmp))
+        rundir.readable_files(tmp)  # safetensors writes -rw-------
         os.replace(tmp, path)  # readers never see a half-written file
     return _split_rows(tensors, per_word)
 

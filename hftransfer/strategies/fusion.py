@@ -168,7 +168,8 @@ class Fusion(Strategy):
     def check_model(self, config):
         self.inner.check_model(config)
         shown = self.options.source
-        self.source_config = load_config(source_location(self.source_spec), self.source_spec)
+        location = source_location(self.source_spec, "strategy.source")  # named so in its errors
+        self.source_config = load_config(location, self.source_spec)
         if not trained_for(self.task, self.source_config):
             archs = getattr(self.source_config, "architectures", None) or []
             raise HFTransferError(
