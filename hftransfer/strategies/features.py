@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 from transformers import default_data_collator
 
 from .. import cache
@@ -57,18 +56,6 @@ def pad_token_features(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.
     if "labels" in items[0]:
         batch["labels"] = labels
     return batch
-
-
-def fingerprint(model: nn.Module, skip: nn.Module | None = None) -> str:
-    """A hash of every weight of ``model`` but those of ``skip``: the cache key's model part."""
-    skipped = {id(t) for t in skip.state_dict().values()} if skip is not None else set()
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        if id(tensor) in skipped:
-            continue
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _inputs_digest(ds, token_labels: bool = False) -> str:
@@ -242,13 +229,13 @@ class FeatureExtraction(Strategy):
             # The cache key covers every frozen weight the features depend on: the encoder, or
             # the whole model but its (freshly initialised, retrained) output layer.
             if self.pooled:
-                self.model_key = fingerprint(self.full_model.base_model)
+                self.model_key = cache.fingerprint(self.full_model.base_model)
             else:
-                self.model_key = fingerprint(self.full_model,
-                                             skip=output_layer(self.full_model, self.full_model.config.num_labels))
+                self.model_key = cache.fingerprint(
+                    self.full_model, skip=output_layer(self.full_model, self.full_model.config.num_labels))
         if self.options.cache:
             key = hashlib.sha256(
-                f"v2|{self.task.name}|{self.model_key}|{self.pooling}|"
+                f"v3|{self.task.name}|{self.model_key}|{self.pooling}|"
                 f"{_inputs_digest(ds, self.per_token)}".encode()).hexdigest()[:32]
             path = cache.entry(cache.FEATURES, f"{key}.safetensors")
             tensors = self._cached(path, split)

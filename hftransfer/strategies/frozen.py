@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import cache
 from ..errors import HFTransferError
-from .features import _inputs_digest, fingerprint
+from .features import _inputs_digest
 
 logger = logging.getLogger("hftransfer")
 
@@ -65,7 +65,7 @@ def outputs(model: torch.nn.Module, inputs: Any, collator: Any, *, what: str, pe
     path = None
     if use_cache:
         digest = hashlib.sha256(
-            f"v1|{key}|{output}|{fingerprint(model)}|{_inputs_digest(inputs, per_word)}".encode()
+            f"v2|{key}|{output}|{cache.fingerprint(model)}|{_inputs_digest(inputs, per_word)}".encode()
         ).hexdigest()[:32]
         path = cache.entry(cache.TEACHER, f"{digest}.safetensors")
         tensors = _read(path)
