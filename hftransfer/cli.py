@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -25,8 +26,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _api() -> Any:
     # The deep-learning stack loads only when a command needs it: `--help` and argument errors
-    # stay instant.
-    return load("hftransfer.api")
+    # stay instant. Its ~400k objects live as long as the command: main() keeps the garbage
+    # collector off while they load (its full passes over them cost about a second in all), and
+    # they are then frozen out of its passes (accelerate runs one as training starts).
+    api = load("hftransfer.api")
+    if not gc.isenabled():  # the first load in this command
+        gc.freeze()
+        gc.enable()
+    return api
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -523,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         if trailing is None or any(e.startswith("-") and e != "-" for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         getattr(args, trailing).extend(extra)
+    collecting = gc.isenabled()
+    gc.disable()  # until the libraries are loaded: see _api
     try:
         _quiet_libraries(args.verbose, args.quiet)
         return args.func(args)
@@ -538,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+    finally:  # an in-process caller (tests, a notebook) gets its collector back as it was
+        gc.unfreeze()
+        (gc.enable if collecting else gc.disable)()
 
 
 if __name__ == "__main__":

@@ -157,13 +157,12 @@ def frozen_features(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
     """The frozen features of a ``feature-extraction`` setup's training split and their labels,
     one row per example (per labelled word for token tasks): from the feature cache, or computed
     and cached there, so a later feature-extraction run or comparison reuses them (``rank``)."""
-    strategy, task = setup.strategy, setup.task
+    strategy = setup.strategy
     if not hasattr(strategy, "features"):
         raise HFTransferError(f"strategy {strategy.name!r} has no frozen features; use feature-extraction")
     set_seed(setup.args.seed)
     strategy.prepare(strategy.build_model(setup.recipe.model, setup.splits.labels))
-    train = task.preprocess(setup.splits.train, setup.processor, setup.splits.labels, training=strategy.augments)
-    data = strategy.features(train, task.collator(setup.processor), "train")
+    data = strategy.features(setup.splits.train, "train", setup.processor, setup.splits.labels)
     features, labels = data.features, data.labels
     if data.offsets is not None:  # per token: only a word's first token carries its label
         keep = labels != -100
@@ -260,7 +259,7 @@ def _train(setup: Setup, checkpoint: Path | None, started: float,
                 100 * params["trainable"] / max(params["total"], 1))
 
     with data_bars():
-        train_ds, evals = task.encode_splits(splits, setup.processor, augment=strategy.augments)
+        train_ds, evals = strategy.encode_splits(splits, setup.processor)
     train_ds, evals, collator = strategy.prepare_data(train_ds, evals, task.collator(setup.processor),
                                                       splits, setup.processor)
 

@@ -498,6 +498,7 @@ def load_pretrained(auto_class: Any, location: str, spec: ModelSpec, **kwargs: A
     if Path(location).is_dir():
         check_weights(Path(location), spec.allow_pickle, f"model {location!r}")
     caller_reports = kwargs.pop("output_loading_info", False)
+    before = cache.weights_source(location, spec.revision)
     try:
         with quiet_loading():
             model, info = auto_class.from_pretrained(
@@ -508,9 +509,15 @@ def load_pretrained(auto_class: Any, location: str, spec: ModelSpec, **kwargs: A
                 output_loading_info=True,
                 **kwargs,
             )
+        new = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
+        # What the weights came from, for cache keys: files that changed while they loaded name
+        # nothing (their weights are hashed when keyed); a Hub snapshot may only now be cached.
+        source = cache.weights_source(location, spec.revision)
+        if source is not None and before in (None, source):
+            cache.mark_loaded(model, source, new)
         if caller_reports:
             return model, info
-        new = sorted(set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())})
+        new = sorted(new)
         if new:
             logger.warning("model %r: %s not in its weights (initialised at random): %s",
                            spec.name_or_path, "weight is" if len(new) == 1 else f"{len(new)} weights are",

@@ -79,7 +79,8 @@ def main() -> None:
         f"| length-sorted batches | {sorted_rate:.0f} | {padded[True]:.2f} |\n"
         f"| random batches | {random_rate:.0f} | {padded[False]:.2f} |\n\n"
         f"Length-sorted encoding is **{sorted_rate / random_rate:.2f}x** faster. Features are cached "
-        "under `$HFTRANSFER_CACHE` keyed by the encoder's weights, the tokenised inputs and the pooling.")
+        "under `$HFTRANSFER_CACHE` keyed by the encoder (its files, or its weights where they changed "
+        "after loading), the inputs (for text: the raw rows and the tokenizer), the labels and the pooling.")
     update_section("Feature cache (feature-extraction on SST-2)", "python scripts/bench_feature_cache.py", body)
     print(body)
 

@@ -361,3 +361,13 @@ def test_subprocess_prints_one_error_line(subprocess_results, case, needles):
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
     assert out == ""
     assert unchanged, "the failed command wrote or removed files"
+
+
+def test_a_command_leaves_the_garbage_collector_as_it_found_it(tmp_path, work, capsys, recipe_file):
+    # main() pauses the collector while the libraries load and freezes them out of its passes.
+    import gc
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    rc, _, err = run_cli(capsys, "validate", recipe_file)
+    assert rc == 0, err
+    assert gc.isenabled() and gc.get_freeze_count() == 0

@@ -153,6 +153,7 @@ def test_feature_extraction_exports_exactly_what_it_trained(pooling, head, tiny_
 def test_feature_cache_hits_and_invalidates(tiny_model_dir, tiny_recipe, tmp_path, monkeypatch,
                                             feature_cache, toy_data):
     from hftransfer.strategies.features import FeatureExtraction
+    from hftransfer.tasks.text import TextClassification
 
     calls = []
     original = FeatureExtraction.encode
@@ -162,15 +163,32 @@ def test_feature_cache_hits_and_invalidates(tiny_model_dir, tiny_recipe, tmp_pat
         return original(self, ds, collator, split, **kwargs)
 
     monkeypatch.setattr(FeatureExtraction, "encode", counting)
+    tokenised = []
+    preprocess = TextClassification.preprocess
+    monkeypatch.setattr(TextClassification, "preprocess",
+                        lambda self, ds, *a, **k: tokenised.append(len(ds)) or preprocess(self, ds, *a, **k))
     recipe = tiny_recipe("feature-extraction", train={"num_train_epochs": 1})
     hftransfer.train(recipe, output_dir=tmp_path / "a")
     assert sorted(calls) == ["test", "train", "validation"]
     assert len(list((feature_cache / "features").glob("*.safetensors"))) == 3
 
     calls.clear()
+    tokenised.clear()
     hftransfer.train({**recipe, "train": {**recipe["train"], "num_train_epochs": 3}},
                      output_dir=tmp_path / "b")
     assert calls == []  # warm cache: no encoder pass at all
+    assert tokenised == []  # ...and no tokenising: the cache knows the splits by their rows
+
+    # The same sentences with other labels: the cached features come with the old labels, so
+    # they are not used.
+    relabelled = tmp_path / "relabelled.csv"
+    lines = (toy_data / "train.csv").read_text().splitlines()
+    flip = {"positive": "negative", "negative": "positive"}
+    relabelled.write_text("\n".join(lines[:1] + [f"{text},{flip[label]}" for text, label in
+                                                   (line.rsplit(",", 1) for line in lines[1:])]) + "\n")
+    calls.clear()
+    hftransfer.train({**recipe, "data": {**recipe["data"], "train": str(relabelled)}}, output_dir=tmp_path / "e")
+    assert calls == ["train"]
 
     changed_train = tmp_path / "train.csv"
     lines = (toy_data / "train.csv").read_text().splitlines()
@@ -226,3 +244,59 @@ def test_freeze_layers_deeper_than_the_model(tiny_recipe, tmp_path, capsys):
 def test_l2sp_with_scratch_is_refused(tiny_recipe):
     with pytest.raises(HFTransferError, match="scratch starts from random weights"):
         load_recipe(tiny_recipe("scratch", strategy={"regularization": {"type": "l2sp", "weight": 0.1}}))
+
+
+def test_feature_batches_are_the_rows_stacked():
+    from transformers import default_data_collator
+
+    from hftransfer.strategies.features import FeatureDataset, stack_rows
+
+    ds = FeatureDataset(torch.randn(10, 4), torch.arange(10) % 2)
+    fetched = stack_rows(ds.__getitems__([7, 2, 5]))
+    expected = default_data_collator([ds[7], ds[2], ds[5]])
+    assert fetched.keys() == expected.keys()
+    assert all(torch.equal(fetched[k], expected[k]) for k in expected)
+    assert torch.equal(stack_rows([ds[3]])["features"], ds.features[3:4])  # a single row still stacks
+
+
+def test_text_inputs_key_names_what_preprocessing_makes(tiny_model_dir, toy_data, tmp_path):
+    import datasets
+    from transformers import AutoTokenizer
+
+    from hftransfer.tasks.text import TextClassification
+
+    task = get_task("text-classification")(get_task("text-classification").Options())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    labels = ["negative", "positive"]
+    rows = {"text": ["a good film", "a bad day"], "label": ["positive", "negative"]}
+    key = task.inputs_key(datasets.Dataset.from_dict(rows), tokenizer, labels)
+    tokenizer(["some text"], truncation=True, max_length=3)  # state a call leaves behind
+    again = TextClassification(task.options)
+    assert again.inputs_key(datasets.Dataset.from_dict(rows), tokenizer, labels) == key
+    others = [
+        task.inputs_key(datasets.Dataset.from_dict({**rows, "text": ["a good film", "a bad day!"]}), tokenizer, labels),
+        task.inputs_key(datasets.Dataset.from_dict({**rows, "label": ["positive", "positive"]}), tokenizer, labels),
+        task.inputs_key(datasets.Dataset.from_dict({"text": rows["text"]}), tokenizer, labels),
+        TextClassification(TextClassification.Options(max_length=4)).inputs_key(
+            datasets.Dataset.from_dict(rows), tokenizer, labels),
+        task.inputs_key(datasets.Dataset.from_dict(rows), AutoTokenizer.from_pretrained(
+            tiny_model_dir, do_lower_case=False), labels),
+    ]
+    assert len({key, *others}) == 1 + len(others)
+
+
+def test_accuracy_and_f1_are_scikit_learns():
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from hftransfer.tasks.base import accuracy_f1
+
+    rng = np.random.default_rng(0)
+    for n_labels in (2, 2, 3, 5):
+        for size in (1, 7, 50):
+            refs, preds = rng.integers(0, n_labels, size), rng.integers(0, n_labels, size)
+            for r, p in ((refs, preds), (refs, refs), (np.zeros(size, int), np.zeros(size, int))):
+                average = "binary" if n_labels == 2 else "macro"
+                ours = accuracy_f1(r, p, binary=n_labels == 2)
+                assert ours["accuracy"] == pytest.approx(accuracy_score(r, p))
+                assert ours["f1"] == pytest.approx(f1_score(r, p, average=average, zero_division=0))

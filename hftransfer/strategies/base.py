@@ -217,6 +217,11 @@ class Strategy:
         """Strategy facts for metrics.json["transfer"] after training."""
         return {}
 
+    def encode_splits(self, splits: Any, processor: Any) -> tuple[Any, dict[str, Any]]:
+        """The splits as model inputs for :meth:`prepare_data` (the task's encoding; augmented
+        where the strategy takes augmentation)."""
+        return self.task.encode_splits(splits, processor, augment=self.augments)
+
     def prepare_data(self, train_ds, evals: dict[str, Any], collator, splits: Any, processor: Any):
         """Turn the tokenised splits into what the prepared model trains on (default: as is);
         ``splits`` are the raw splits and ``processor`` the model's processor."""

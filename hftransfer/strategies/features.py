@@ -1,6 +1,7 @@
 """The ``feature-extraction`` strategy: a frozen encoder runs once over each split, its features
-are cached on disk (keyed by the frozen weights, the model inputs and the pooling), and only a
-new head (linear probe or MLP) trains on them — in seconds per epoch.
+are cached on disk (keyed by the frozen weights, the model inputs, the labels and the pooling), and
+only a new head (linear probe or MLP) trains on them — in seconds per epoch. A rerun on a warm cache
+runs no encoder and, for text, no tokenizer: the cache knows a split by its raw rows.
 
 The run is saved as a plain ``AutoModelFor...`` model that ``pipeline()`` loads and that
 computes exactly what was trained: the trained head is written into the model's own layers
@@ -20,13 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 from transformers import default_data_collator
 
 from .. import cache, rundir
 from ..errors import HFTransferError
 from ..models import sentence_transformers_pooling
-from ..progress import Lines, quiet, show_bars
+from ..progress import Lines, data_bars, quiet, show_bars
 from ..registry import get_task, register_strategy
 from ..surgery import (
     FeatureHead,
@@ -59,21 +59,10 @@ def pad_token_features(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.
     return batch
 
 
-def fingerprint(model: nn.Module, skip: nn.Module | None = None) -> str:
-    """A hash of every weight of ``model`` but those of ``skip``: the cache key's model part."""
-    skipped = {id(t) for t in skip.state_dict().values()} if skip is not None else set()
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        if id(tensor) in skipped:
-            continue
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _inputs_digest(ds, token_labels: bool = False) -> str:
+def _inputs_digest(ds, labels: str | None = None) -> str:
     """A hash of the model inputs (token ids, pixels, samples): covers the data, the processor
-    and its settings; for token tasks also which tokens carry a label."""
+    and its settings; with ``labels="mask"`` also which tokens carry a label, with ``"values"``
+    the labels themselves."""
     digest = hashlib.sha256()
     for start in range(0, len(ds), 256):
         batch = ds[start:start + 256]
@@ -81,9 +70,9 @@ def _inputs_digest(ds, token_labels: bool = False) -> str:
             for row in batch[column]:
                 digest.update(np.asarray(row).tobytes())
                 digest.update(b"|")
-        if token_labels and "labels" in batch:
-            for row in batch["labels"]:
-                digest.update((np.asarray(row) != -100).tobytes())
+        for row in batch.get("labels", ()) if labels else ():
+            digest.update((np.asarray(row) != -100).tobytes() if labels == "mask" else np.asarray(row).tobytes())
+            digest.update(b"|")
     return digest.hexdigest()
 
 
@@ -104,6 +93,26 @@ class FeatureDataset(torch.utils.data.Dataset):
         if self.labels is not None:
             item["labels"] = self.labels[span] if self.offsets is not None else self.labels[i]
         return item
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """The DataLoader's fetch of a whole batch: one row per example is one indexing of the
+        stored tensors, returned as a single item that :func:`stack_rows` passes on (fetching
+        and stacking rows one by one took as long as the head's training step)."""
+        if self.offsets is not None:
+            return [self[i] for i in indices]
+        index = torch.as_tensor(indices, dtype=torch.long)
+        batch = {"features": self.features[index]}
+        if self.labels is not None:
+            batch["labels"] = self.labels[index]
+        return [batch]
+
+
+def stack_rows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Collate rows of one-row-per-example features: a batch ``FeatureDataset.__getitems__``
+    already stacked (2-D features) as it is, single rows stacked."""
+    if len(items) == 1 and items[0]["features"].dim() == 2:
+        return items[0]
+    return default_data_collator(items)
 
 
 @register_strategy("feature-extraction")
@@ -235,40 +244,54 @@ class FeatureExtraction(Strategy):
         head = sum(p.numel() for p in model.parameters())
         return {"trainable": head, "total": sum(p.numel() for p in self.full_model.parameters())}
 
-    def prepare_data(self, train_ds, evals, collator, splits, processor):
-        train = self.features(train_ds, collator, "train")
-        evals = {name: self.features(ds, collator, name) for name, ds in evals.items()}
-        return train, evals, pad_token_features if self.per_token else default_data_collator
+    def encode_splits(self, splits, processor):
+        # Nothing yet: features() finds a split's features in the cache by its raw rows where the
+        # task can name them, and preprocesses only what it must encode (or key) itself.
+        return None, {}
 
-    def features(self, ds, collator, split: str):
-        """The features of a preprocessed split, from the cache or computed (and cached); also
-        what ``hftransfer rank`` scores (so a later run finds them in the cache)."""
-        tensors = None
-        if self.options.cache and getattr(self, "model_key", None) is None:
-            # The cache key covers every frozen weight the features depend on: the encoder, or
-            # the whole model but its (freshly initialised, retrained) output layer.
-            if self.pooled:
-                self.model_key = fingerprint(self.full_model.base_model)
-            else:
-                self.model_key = fingerprint(self.full_model,
-                                             skip=output_layer(self.full_model, self.full_model.config.num_labels))
+    def prepare_data(self, train_ds, evals, collator, splits, processor):
+        train = self.features(splits.train, "train", processor, splits.labels)
+        evals = {name: self.features(ds, name, processor, splits.labels)
+                 for name, ds in (("validation", splits.validation), ("test", splits.test)) if ds is not None}
+        return train, evals, pad_token_features if self.per_token else stack_rows
+
+    def features(self, raw, split: str, processor, labels: list[str]) -> FeatureDataset:
+        """The features (and labels) of a split's raw rows, from the cache or computed (and
+        cached); also what ``hftransfer rank`` scores (so a later run finds them in the cache)."""
+        tensors = path = ds = None
         if self.options.cache:
-            key = hashlib.sha256(
-                f"v2|{self.task.name}|{self.model_key}|{self.pooling}|"
-                f"{_inputs_digest(ds, self.per_token)}".encode()).hexdigest()[:32]
-            path = cache.entry(cache.FEATURES, f"{key}.safetensors")
+            # The key covers every frozen weight the features depend on (the encoder, or the whole
+            # model but its freshly initialised, retrained output layer), the pooling, the inputs
+            # and the labels (stored with the features).
+            if getattr(self, "model_key", None) is None:
+                self.model_key = (cache.fingerprint(self.full_model.base_model) if self.pooled else
+                                  cache.fingerprint(self.full_model, skip=output_layer(
+                                      self.full_model, self.full_model.config.num_labels)))
+            inputs = self.task.inputs_key(raw, processor, labels)  # no preprocessing where it can
+            if inputs is None:
+                ds = self._preprocessed(raw, processor, labels)
+                inputs = f"preprocessed {_inputs_digest(ds, labels='values')}"
+            else:
+                inputs = f"rows {inputs}"
+            key = hashlib.sha256(f"v3|{self.task.name}|{self.model_key}|{self.pooling}|{inputs}".encode())
+            path = cache.entry(cache.FEATURES, f"{key.hexdigest()[:32]}.safetensors")
             tensors = self._cached(path, split)
         if tensors is None:
-            tensors = self.encode(ds, collator, split)
-            if self.options.cache:
+            ds = ds if ds is not None else self._preprocessed(raw, processor, labels)
+            tensors = self.encode(ds, self.task.collator(processor), split)
+            if path is not None:
                 tmp = cache.staging_name(path)
                 save_file(tensors, str(tmp))
                 rundir.readable_files(tmp)  # safetensors writes -rw-------
                 os.replace(tmp, path)  # readers never see a half-written file
-        labels = tensors.get("labels")
-        if labels is not None and labels.numel() and int(labels.max()) < 0:
-            labels = None  # an unlabelled split
-        return FeatureDataset(tensors["features"], labels, tensors.get("offsets"))
+        gold = tensors.get("labels")
+        if gold is not None and gold.numel() and int(gold.max()) < 0:
+            gold = None  # an unlabelled split
+        return FeatureDataset(tensors["features"], gold, tensors.get("offsets"))
+
+    def _preprocessed(self, raw, processor, labels: list[str]):
+        with data_bars():
+            return self.task.preprocess(raw, processor, labels)
 
     @staticmethod
     def _cached(path: Path, split: str) -> dict[str, torch.Tensor] | None:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import cache, rundir
 from ..errors import HFTransferError
-from .features import _inputs_digest, fingerprint
+from .features import _inputs_digest
 
 logger = logging.getLogger("hftransfer")
 
@@ -64,9 +64,8 @@ def outputs(model: torch.nn.Module, inputs: Any, collator: Any, *, what: str, pe
     and the split in the log; ``key`` adds what else the outputs depend on."""
     path = None
     if use_cache:
-        digest = hashlib.sha256(
-            f"v1|{key}|{output}|{fingerprint(model)}|{_inputs_digest(inputs, per_word)}".encode()
-        ).hexdigest()[:32]
+        labelled = _inputs_digest(inputs, "mask" if per_word else None)  # which words get outputs
+        digest = hashlib.sha256(f"v2|{key}|{output}|{cache.fingerprint(model)}|{labelled}".encode()).hexdigest()[:32]
         path = cache.entry(cache.TEACHER, f"{digest}.safetensors")
         tensors = _read(path)
         if tensors is not None and len(tensors["counts"]) == len(inputs):

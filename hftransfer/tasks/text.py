@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..data import read_files, read_text
 from ..errors import HFTransferError
@@ -15,6 +18,9 @@ from ..registry import register_task
 from .base import ClassificationTask, check_columns, max_text_length, text_problem
 
 logger = logging.getLogger("hftransfer")
+
+PREPROCESS_VERSION = 1
+"""Part of :meth:`TextClassification.inputs_key`: raise it when ``preprocess`` changes what it makes."""
 
 
 @register_task("text-classification")
@@ -59,7 +65,7 @@ class TextClassification(ClassificationTask):
             if key == "label_column":
                 self.check_label_column(ds, where)
                 continue
-            for row, value in enumerate(ds[column], start=1):
+            for row, value in enumerate(ds[column][:], start=1):
                 problem = text_problem(value)
                 if problem:
                     raise HFTransferError(
@@ -115,6 +121,48 @@ class TextClassification(ClassificationTask):
         if label_ids is not None:
             out = out.add_column("labels", label_ids)
         return out
+
+    def inputs_key(self, ds, processor, labels):
+        """The texts, the label ids, the options and the tokenizer in full (its serialised
+        pipeline with the vocabulary, its class and settings, the library versions): all that
+        :meth:`preprocess` reads. None for a tokenizer without that serialisation (a slow one)."""
+        tokenizer = self._tokenizer_key(processor)
+        if tokenizer is None:
+            return None
+        digest = hashlib.sha256(json.dumps({
+            "preprocess": PREPROCESS_VERSION, "options": vars(self.options),
+            "max_length": self._max_length(processor), "tokenizer": tokenizer,
+        }, sort_keys=True).encode())
+        for column in (self.options.text_column, self.options.text_pair_column):
+            digest.update(f"|{column}|".encode())
+            for text in ds[column][:] if column else ():
+                digest.update(text.encode() + b"\0")
+        ids = self.label_ids(ds, labels)
+        digest.update(b"unlabelled" if ids is None else np.asarray(ids, dtype=np.int64).tobytes())
+        return digest.hexdigest()
+
+    def _tokenizer_key(self, processor) -> str | None:
+        """A hash of all that makes a tokenizer's output (see :meth:`inputs_key`), computed once
+        per tokenizer (its serialisation takes ~30 ms)."""
+        known = getattr(self, "_tokenizer_keys", None)
+        if known is not None and known[0] is processor:
+            return known[1]
+        backend = getattr(processor, "backend_tokenizer", None)
+        key = None
+        if backend is not None:
+            import tokenizers
+            import transformers
+
+            pipeline = json.loads(backend.to_str())
+            for per_call in ("truncation", "padding"):  # left by the last call; preprocess sets its own
+                pipeline.pop(per_call, None)
+            key = hashlib.sha256(json.dumps({
+                "class": type(processor).__qualname__, "settings": processor.init_kwargs,
+                "returns": processor.model_input_names, "pipeline": pipeline,
+                "versions": [transformers.__version__, tokenizers.__version__],
+            }, sort_keys=True, default=str).encode()).hexdigest()
+        self._tokenizer_keys = (processor, key)
+        return key
 
     def collator(self, processor):
         from transformers import DataCollatorWithPadding
