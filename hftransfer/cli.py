@@ -547,8 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
-    finally:  # an in-process caller (tests, a notebook) gets its collector back as it was
-        gc.unfreeze()
+    finally:
+        if argv is not None:  # an in-process caller (tests, a notebook) gets its collector back
+            gc.unfreeze()
+        # The program itself (no argv) ends next: unfrozen, the libraries' objects would all be
+        # collected on the way out (1.7 s of a 6 s warm feature-extraction run).
         (gc.enable if collecting else gc.disable)()
 
 
