@@ -111,8 +111,9 @@ def _limited(limit: int):
 
 
 def test_a_disk_full_while_a_checkpoint_is_saved(tmp_path, recipe_of):
-    # The model file (4 MB) fits, the optimizer state (8 MB) does not: torch's writer fails.
-    path = recipe_of(train={"save_strategy": "epoch"})
+    # The model file (4 MB) fits, the optimizer state (8 MB) does not: torch's writer fails. Two
+    # epochs: the last step writes no checkpoint (the final model is saved instead), the first does.
+    path = recipe_of(train={"save_strategy": "epoch", "num_train_epochs": 2})
     before = tree(tmp_path)
     done = subprocess.run([sys.executable, "-m", "hftransfer", "train", str(path), "--output-dir",
                            str(tmp_path / "run")], capture_output=True, text=True, preexec_fn=_limited(6_000_000),

@@ -158,6 +158,10 @@ def _model_hub_handler(hub: ModelHub):
                 return self._send(404, body, {"Content-Type": "application/json"}, with_body)
             repo, revision, filename = match.groups()
             revisions = hub.repos.get(repo)
+            # As on the Hub, a revision's commit (which the client learns from X-Repo-Commit and
+            # asks for next, e.g. transformers after reading config.json) names it too.
+            commits = {hashlib.sha1(f"{repo}@{r}".encode()).hexdigest(): r for r in revisions or {}}
+            revision = commits.get(revision, revision)
             if revisions is None or revision not in revisions:
                 code = "RepoNotFound" if revisions is None else "RevisionNotFound"
                 return self._send(404, b"{}", {"X-Error-Code": code, "Content-Type": "application/json"}, with_body)
