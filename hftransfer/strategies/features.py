@@ -76,6 +76,15 @@ def _inputs_digest(ds, labels: str | None = None) -> str:
     return digest.hexdigest()
 
 
+def write_cache_entry(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write cached tensors (features, teacher outputs) under their final name only once whole,
+    readable as the umask allows (safetensors writes -rw-------)."""
+    tmp = cache.staging_name(path)
+    save_file(tensors, str(tmp))
+    rundir.readable_files(tmp)
+    os.replace(tmp, path)  # readers never see a half-written file
+
+
 class FeatureDataset(torch.utils.data.Dataset):
     """Cached features (and labels) as plain tensors: a training step costs microseconds.
     Token tasks keep one (tokens, hidden) block per sentence: ``offsets`` delimit them."""
@@ -280,10 +289,7 @@ class FeatureExtraction(Strategy):
             ds = ds if ds is not None else self._preprocessed(raw, processor, labels)
             tensors = self.encode(ds, self.task.collator(processor), split)
             if path is not None:
-                tmp = cache.staging_name(path)
-                save_file(tensors, str(tmp))
-                rundir.readable_files(tmp)  # safetensors writes -rw-------
-                os.replace(tmp, path)  # readers never see a half-written file
+                write_cache_entry(path, tensors)
         gold = tensors.get("labels")
         if gold is not None and gold.numel() and int(gold.max()) < 0:
             gold = None  # an unlabelled split

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .. import cache, rundir
+from .. import cache
 from ..errors import HFTransferError
-from .features import _inputs_digest
+from .features import _inputs_digest, write_cache_entry
 
 logger = logging.getLogger("hftransfer")
 
@@ -74,10 +74,7 @@ def outputs(model: torch.nn.Module, inputs: Any, collator: Any, *, what: str, pe
     logger.info("computing %s: %d examples", what, len(inputs))
     tensors = compute(model, inputs, collator, per_word=per_word, output=output, head_prefixes=head_prefixes)
     if path is not None:
-        tmp = cache.staging_name(path)
-        save_file(tensors, str(tmp))
-        rundir.readable_files(tmp)  # safetensors writes -rw-------
-        os.replace(tmp, path)  # readers never see a half-written file
+        write_cache_entry(path, tensors)
     return _split_rows(tensors, per_word)
 
 
