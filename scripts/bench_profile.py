@@ -11,7 +11,6 @@ measured too and the phases are shown as shares of the profiled total.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import pstats
 import subprocess
@@ -21,9 +20,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SST2 = REPO.parent / "shared" / "data" / "sst2"
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import update_section  # noqa: E402
+from _bench import sst2_train_subset, throughput_run, update_section  # noqa: E402
 
 # (phase, [(file suffix, function name)]): the cumulative time of the outermost such calls.
 PHASES = [
@@ -53,18 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory() as tmp:
-        subset = Path(tmp) / "train.csv"
-        with (SST2 / "train.csv").open(encoding="utf-8", newline="") as src, subset.open("w", encoding="utf-8", newline="") as dst:
-            reader, writer = csv.reader(src), csv.writer(dst)
-            writer.writerow(next(reader))
-            for i, row in enumerate(reader):
-                if i >= args.n_train:
-                    break
-                writer.writerow(row)
-        kit = ["-m", "hftransfer", "train", "recipes/sst2-full.yaml", f"data.train={subset}", "data.test=null",
-               "train.num_train_epochs=1", "train.learning_rate=5e-5", "train.per_device_train_batch_size=32",
-               f"train.save_strategy={args.save_strategy}", "train.eval_strategy=no",
-               "train.load_best_model_at_end=false", "train.disable_tqdm=true"]
+        subset = sst2_train_subset(Path(tmp), args.n_train)
+        kit = throughput_run(subset, f"train.save_strategy={args.save_strategy}")
         start = time.perf_counter()
         subprocess.run([sys.executable, *kit, "--output-dir", f"{tmp}/plain"], cwd=REPO, env=env, check=True,
                        capture_output=True)

@@ -9,7 +9,6 @@ process: whole-process wall time, training samples/s and validation accuracy.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -19,9 +18,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SST2 = REPO.parent / "shared" / "data" / "sst2"
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import update_section  # noqa: E402
+from _bench import sst2_train_subset, throughput_run, update_section  # noqa: E402
 
 VARIANTS = {
     "default": ("the kit's default (bf16 autocast of training steps where the CPU has native bf16)", []),
@@ -42,21 +40,10 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        subset = Path(tmp) / "train.csv"
-        with (SST2 / "train.csv").open(encoding="utf-8", newline="") as src, subset.open("w", encoding="utf-8", newline="") as dst:
-            reader, writer = csv.reader(src), csv.writer(dst)
-            writer.writerow(next(reader))
-            for i, row in enumerate(reader):
-                if i >= args.n_train:
-                    break
-                writer.writerow(row)
+        subset = sst2_train_subset(Path(tmp), args.n_train)
         for name in names:
             what, extra = VARIANTS[name]
-            command = [sys.executable, "-m", "hftransfer", "train", "recipes/sst2-full.yaml", f"data.train={subset}",
-                       "data.test=null", "train.num_train_epochs=1", "train.learning_rate=5e-5",
-                       "train.per_device_train_batch_size=32", "train.save_strategy=no", "train.eval_strategy=no",
-                       "train.load_best_model_at_end=false", "train.disable_tqdm=true", *extra,
-                       "--output-dir", f"{tmp}/{name}"]
+            command = [sys.executable, *throughput_run(subset, *extra), "--output-dir", f"{tmp}/{name}"]
             start = time.perf_counter()
             done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
             wall = time.perf_counter() - start

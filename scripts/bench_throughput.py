@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SST2 = REPO.parent / "shared" / "data" / "sst2"
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import update_section  # noqa: E402
+from _bench import SST2, sst2_train_subset, throughput_run, update_section  # noqa: E402
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:
@@ -41,27 +40,12 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        subset = Path(tmp) / "train.csv"
-        # The first N sentences of SST-2 train (the file is in random order), as whole records.
-        import csv
-
-        with (SST2 / "train.csv").open(encoding="utf-8", newline="") as src, subset.open("w", encoding="utf-8", newline="") as dst:
-            reader, writer = csv.reader(src), csv.writer(dst)
-            writer.writerow(next(reader))
-            for i, row in enumerate(reader):
-                if i >= args.n_train:
-                    break
-                writer.writerow(row)
+        subset = sst2_train_subset(Path(tmp), args.n_train)
         for repeat in range(args.repeats):
             plain_wall, plain_out = timed([sys.executable, "scripts/plain_trainer_baseline.py", str(subset),
                                            str(SST2 / "validation.csv"), f"{tmp}/plain-{repeat}"])
             plain = json.loads(plain_out.strip().splitlines()[-1])
-            kit_wall, _ = timed([sys.executable, "-m", "hftransfer", "train", "recipes/sst2-full.yaml",
-                                 f"data.train={subset}", "data.test=null", "train.num_train_epochs=1",
-                                 "train.learning_rate=5e-5", "train.per_device_train_batch_size=32",
-                                 "train.save_strategy=no", "train.eval_strategy=no",
-                                 "train.load_best_model_at_end=false", "train.disable_tqdm=true",
-                                 "--output-dir", f"{tmp}/kit-{repeat}"])
+            kit_wall, _ = timed([sys.executable, *throughput_run(subset), "--output-dir", f"{tmp}/kit-{repeat}"])
             kit = json.loads(Path(f"{tmp}/kit-{repeat}/metrics.json").read_text())
             rows.append((plain_wall, plain["train_samples_per_second"], plain["validation_accuracy"],
                          kit_wall, kit["train"]["samples_per_second"], kit["validation"]["accuracy"]))
