@@ -1,12 +1,16 @@
 """Helpers shared by the tests: tiny recipes, one-line error assertions (exit code 2, nothing
-written), and runs of plain transformers in a process that never imports the kit."""
+written), runs of plain transformers in a process that never imports the kit, and HTTP servers
+on the loopback interface (fake Hubs)."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -108,3 +112,20 @@ def refused(capsys, root: Path, argv: list, *needles: str) -> str:
     assert out == ""
     assert tree(root) == before, "the failed command wrote or removed files"
     return line
+
+
+@contextmanager
+def loopback_server(handler: type) -> Iterator[str]:
+    """Serve ``handler`` on 127.0.0.1 (a port the OS picks) in a thread; yields the base URL.
+    On exit the server is shut down and its thread has ended."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        assert not thread.is_alive()

@@ -13,12 +13,11 @@ import json
 import re
 import secrets
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from helpers import assert_cli_error, run_cli, tiny_recipe_dict
+from helpers import assert_cli_error, loopback_server, run_cli, tiny_recipe_dict
 
 import hftransfer
 
@@ -157,27 +156,17 @@ def hub(monkeypatch, token):
     import huggingface_hub.constants
 
     fake = FakeHub()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("HF_ENDPOINT", fake.url)
-    monkeypatch.setenv("HF_TOKEN", token)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    # huggingface_hub read HF_ENDPOINT at import: its own side requests must not leave the machine
-    # either. (hub.py reads HF_ENDPOINT at call time: test_unreachable_hub shows it.)
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", fake.url)
-    try:
+    with loopback_server(_handler(fake)) as fake.url:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        monkeypatch.setenv("HF_TOKEN", token)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        # huggingface_hub read HF_ENDPOINT at import: its own side requests must not leave the machine
+        # either. (hub.py reads HF_ENDPOINT at call time: test_unreachable_hub shows it.)
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", fake.url)
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        assert not thread.is_alive()
 
 
 def staged(directory: Path) -> dict[str, bytes]:

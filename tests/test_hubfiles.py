@@ -7,7 +7,7 @@ import socket
 import time
 
 import pytest
-from helpers import assert_cli_error, run_cli, tiny_recipe_dict
+from helpers import assert_cli_error, loopback_server, run_cli, tiny_recipe_dict
 
 from hftransfer import data, hubfiles
 from hftransfer.errors import HFTransferError
@@ -188,33 +188,22 @@ def model_hub(monkeypatch, tmp_path):
     """A ModelHub on 127.0.0.1, with HF_ENDPOINT (and what huggingface_hub read from it at
     import) pointing at it, an empty Hub cache, a token in HF_TOKEN and downloads allowed."""
     import secrets
-    import threading
-    from http.server import ThreadingHTTPServer
 
     import huggingface_hub.constants as constants
 
     hub = ModelHub()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _model_hub_handler(hub))
-    server.daemon_threads = True
-    hub.url = f"http://127.0.0.1:{server.server_address[1]}"
     hub.token = "hf_" + secrets.token_hex(16)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.setenv(name, "0")
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_TOKEN", hub.token)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    try:
+    with loopback_server(_model_hub_handler(hub)) as hub.url:
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            monkeypatch.setenv(name, "0")
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
         yield hub
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def go_offline(monkeypatch) -> None:
