@@ -27,6 +27,7 @@ from typing import Any
 from .cards import card_of, write_merged_card
 from .engine import load_run
 from .errors import HFTransferError
+from .hubfiles import offline_flag
 from .models import PROCESSOR_FILES, is_hub_id
 from .rundir import ENSEMBLE, check_no_secrets, disk_error, read_metrics, task_model_dir
 from .strategies.peft import merge_adapter
@@ -276,8 +277,9 @@ def push_run(
         dry_run = Path(dry_run)
         _check_dry_run_dir(dry_run)
     else:
-        if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
-            raise HFTransferError("HF_HUB_OFFLINE is set: unset it to push to the Hub "
+        flag = offline_flag()
+        if flag is not None:
+            raise HFTransferError(f"{flag} is set: unset it to push to the Hub "
                                   "(or use --dry-run DIR to stage the files only)")
         token = _token()
 
@@ -318,10 +320,6 @@ def push_run(
         if token and token in message:  # belt and braces: no message ever carries the token
             raise HFTransferError(message.replace(token, "***")) from None
         raise
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def _token() -> str:
