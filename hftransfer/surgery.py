@@ -75,6 +75,25 @@ def append_averaging_layer(model) -> None:
     model.config.num_hidden_layers = len(layers)
 
 
+class CpuFastDropout(nn.Dropout):
+    """Dropout whose keep mask, on the CPU, takes 16 bits per element from 64-bit random words.
+
+    Why: torch's CPU dropout draws one 32-bit Mersenne-Twister number per element, which made
+    dropout over half of each step of a head on cached features (0.6 ms against 0.2 ms for a
+    256×384 batch here). The mask is still drawn from torch's seeded generator, so runs repeat;
+    ``p`` is rounded to a multiple of 1/65536. Other devices use torch's own dropout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or x.device.type != "cpu" or not 0 < self.p < 1:
+            return super().forward(x)
+        dropped = round(self.p * 65536)
+        # random_(-2**63, None) fills the whole int64 range: every one of the 64 bits is random.
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-2**63, None)
+        keep = words.view(torch.int16)[: x.numel()].view(x.shape) >= dropped - 32768
+        return x * (keep * (65536 / (65536 - dropped))).to(x.dtype)
+
+
 class FeatureHead(nn.Module):
     """The trainable head on cached features: linear (through tanh(εz)/ε) or tanh MLP."""
 
@@ -82,7 +101,7 @@ class FeatureHead(nn.Module):
         super().__init__()
         self.kind = kind
         self.dense = nn.Linear(hidden, hidden) if kind == "mlp" else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = CpuFastDropout(dropout)
         self.out = nn.Linear(hidden, num_labels)
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None):
@@ -117,7 +136,7 @@ class OutputLayerHead(nn.Module):
     def __init__(self, layer: nn.Linear, dropout: float = 0.1):
         super().__init__()
         self.layer = copy.deepcopy(layer).requires_grad_(True)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = CpuFastDropout(dropout)
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None):
         from transformers.modeling_outputs import TokenClassifierOutput

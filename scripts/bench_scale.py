@@ -1,5 +1,6 @@
-"""The quickstart recipe in one process, in two CPU processes under `accelerate launch`, and
-killed with SIGKILL after its first checkpoint then resumed with `--resume`.
+"""The quickstart recipe in one process (with all cores, and with one torch thread), in two CPU
+processes under `accelerate launch`, and killed with SIGKILL after its first checkpoint then
+resumed with `--resume`; and the launcher's own start-up.
 
     python scripts/bench_scale.py
 
@@ -27,9 +28,9 @@ TRAIN = [sys.executable, "-m", "hftransfer", "train", "recipes/quickstart.yaml",
 ENV = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def timed(command: list[str]) -> float:
+def timed(command: list[str], env: dict | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(command, cwd=REPO, env=ENV, check=True, capture_output=True)
+    subprocess.run(command, cwd=REPO, env=env or ENV, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -43,12 +44,16 @@ def main() -> None:
 
     wall = timed(TRAIN + ["--output-dir", str(out / "one")])
     rows.append(("1 process", wall, metrics(out / "one")))
+    wall = timed(TRAIN + ["--output-dir", str(out / "one-thread")], ENV | {"OMP_NUM_THREADS": "1"})
+    rows.append(("1 process, one torch thread (`OMP_NUM_THREADS=1`)", wall, metrics(out / "one-thread")))
 
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               "recipes/accelerate/cpu-2proc.yaml", "-m", "hftransfer", "train", "recipes/quickstart.yaml",
               "train.disable_tqdm=true", "--output-dir", str(out / "two")]
     wall = timed(launch)
     rows.append(("2 CPU processes (`cpu-2proc.yaml`)", wall, metrics(out / "two")))
+    # What the launcher costs before any worker starts: it imports torch first.
+    launcher = min(timed([sys.executable, "-m", "accelerate.commands.launch", "--help"]) for _ in range(3))
 
     # Kill -9 in the middle of epoch 2, after the epoch-1 checkpoint, then resume.
     killed = out / "killed"
@@ -77,6 +82,14 @@ def main() -> None:
         f"\n\nThe killed run left no `metrics.json` before it was resumed: {'yes' if leftover else 'NO'}. "
         "The resumed row's wall time counts only the resumed process. Two processes on this "
         "2-core box split each global batch of 2 × 16 between them and one core each.\n\n"
+        f"Why two processes are not faster here: one process already runs its torch operations on both "
+        f"cores, {rows[1][1] / rows[0][1]:.2f}x faster than on one (second row). Splitting the cores between "
+        f"two processes could at best save what the second thread leaves unused, and two processes pay "
+        f"what one never does: `accelerate launch` takes {launcher:.1f} s to start before any worker does (`accelerate "
+        f"launch --help`, best of 3), and every optimizer step all-reduces all "
+        f"{rows[0][2]['params']['trainable']:,} gradients (fp32, {rows[0][2]['params']['trainable'] * 4 / 1e6:.0f} MB, "
+        "over gloo) on cores that are busy computing. More "
+        "processes pay off with more cores or GPUs than one process can use.\n\n"
         "GPU (single-GPU bf16 config): not run; this project's tasks so far had no GPU machine.")
     update_section("Scaling out and resuming (quickstart)", "python scripts/bench_scale.py", body)
     print(body)
