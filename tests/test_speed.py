@@ -27,6 +27,19 @@ def test_bf16_autocast_only_where_the_cpu_has_it_and_the_recipe_is_silent(monkey
     assert cpu_bf16_autocast({}) is False
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU takes train.bf16 as it is")
+def test_bf16_on_a_machine_without_gpu_names_the_recipe_keys_that_fix_it(tmp_path):
+    from hftransfer.errors import HFTransferError
+    from hftransfer.recipe.training import make_training_arguments
+
+    with pytest.raises(HFTransferError) as caught:
+        make_training_arguments({"bf16": True}, str(tmp_path))
+    message = str(caught.value)
+    assert message.startswith("train.bf16: ") and "train.use_cpu: true" in message
+    assert "assign use_cpu" not in message
+    assert make_training_arguments({"bf16": True, "use_cpu": True}, str(tmp_path)).bf16
+
+
 def test_training_steps_run_in_bf16_and_the_run_says_so(tmp_path, tiny_model_dir, toy_data, monkeypatch):
     monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
     seen = []

@@ -266,6 +266,11 @@ def make_training_arguments(values: dict[str, Any], output_dir: str):
     except (ValueError, TypeError, OSError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         culprit = next((k for k in values if _rejects(k, values[k])), None)
+        if culprit == "bf16" and not values.get("use_cpu"):
+            # transformers says "assign use_cpu", a name a recipe user cannot place.
+            message = ("bf16 mixed precision needs a GPU with bf16 here; add train.use_cpu: true to run it "
+                       "on the CPU, or leave train.bf16 out (on CPUs with native bf16 the kit already "
+                       "runs training steps under bf16 autocast)")
         where = f"train.{culprit}" if culprit else "train"
         raise HFTransferError(f"{where}: {clip(message)}") from None
 
