@@ -52,32 +52,46 @@ def train(source: str | Path | dict, overrides: list[str] | None = None, output_
     """Train every stage in order into ``output_dir/stages/N-NAME`` (a finished stage of an
     interrupted pipeline is kept; ``resume`` continues the stage that was interrupted), measure
     forgetting, and make the last stage's model the pipeline's."""
-    staged, _ = check(source, overrides)  # every stage's data, before the first one trains
+    staged, setups = check(source, overrides)  # every stage's data, before the first one trains
     if output_dir is not None and not isinstance(output_dir, (str, os.PathLike)):
         raise HFTransferError(f"output_dir is a directory path, got {output_dir!r}")
     run_dir = Path(output_dir) if output_dir is not None else Path("runs") / staged.name
     _check_not_own_source(staged, run_dir)
-    held = _open(run_dir, staged, overwrite=overwrite, resume=resume)
-    main = True  # as the Trainer of the last stage trained here says (a kept stage trains nothing)
+    # Under accelerate launch every process trains every stage; only the main one (the
+    # Trainer's own test, as in engine.train) holds and writes the pipeline's directory.
+    main = setups[0].args.process_index == 0
+    held = _open(run_dir, staged, overwrite=overwrite, resume=resume) if main else None
+    _wait_for_main()  # the others look at the directory once the main process has opened it
     try:
         stage_dirs: list[Path] = []
+        metrics: dict[str, Any] = {}
         for i, (name, recipe) in enumerate(zip(staged.stage_names, staged.stages), 1):
             if stage_dirs:
                 recipe = stage_recipe(recipe, str(stage_dirs[-1]))
             stage_dirs.append(run_dir / rundir.STAGES / f"{i}-{name}")
             trained = _train_stage(name, recipe, stage_dirs[-1], resume, keep_checkpoints)
-            if trained is not None:
-                main = trained.main_process
-        metrics = _pipeline_metrics(staged, stage_dirs)
-        _write_pipeline(run_dir, staged, stage_dirs[-1], metrics)
+            metrics = trained.metrics if trained is not None else metrics
+            _wait_for_main()  # the next stage starts from the model the main process saved
+        if main:
+            metrics = _pipeline_metrics(staged, stage_dirs)
+            _write_pipeline(run_dir, staged, stage_dirs[-1], metrics)
     except HFTransferError:
         stages = run_dir / rundir.STAGES
-        if not stages.is_dir() or not any(stages.iterdir()):  # no stage (or resumable part of one) to keep
-            held.discard()
+        if held is not None and (not stages.is_dir() or not any(stages.iterdir())):
+            held.discard()  # no stage (or resumable part of one) to keep
         raise
     finally:
-        held.release()
+        if held is not None:
+            held.release()
     return RunResult(run_dir=run_dir, metrics=metrics, main_process=main)
+
+
+def _wait_for_main() -> None:
+    """Under a launch, every process waits here for the others (so for what the main process
+    writes); a no-op in a single process. (torch's barrier, not Accelerate's state: the state
+    is rebuilt for every stage's Trainer.)"""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def _check_not_own_source(staged: StagedRecipe, run_dir: Path) -> None:

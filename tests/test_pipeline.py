@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from helpers import refused, run_cli
+from test_scale import launch_two_cpu_processes
 from safetensors.torch import load_file
 
 from hftransfer import api
@@ -87,6 +88,27 @@ def test_stages_train_in_order_and_the_last_stage_is_the_pipelines_model(
     assert yaml.safe_load((out / "pipeline.yaml").read_text())["stages"][1]["name"] == "topic"
     # A finished pipeline is not replaced without --overwrite.
     refused(capsys, tmp_path, ["train", path, "--output-dir", out], "already exists", "--overwrite")
+
+
+@pytest.mark.slow
+def test_a_pipeline_trains_under_accelerate_launch_and_only_the_main_process_writes(
+        tiny_model_dir, toy_data, topic_data, tmp_path):
+    path = tmp_path / "staged.yaml"
+    path.write_text(yaml.safe_dump(staged(tiny_model_dir, toy_data, topic_data)))
+    out = tmp_path / "pipe"
+    done = launch_two_cpu_processes(path, out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run saved to") == 1  # the main process's summary
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [s["name"] for s in metrics["stages"]] == ["sentiment", "topic"]
+    assert metrics["stages"][1]["from"] == "stage sentiment"
+    assert "sentiment" in metrics["forgetting"]
+    for stage in ("1-sentiment", "2-topic"):
+        assert json.loads((out / "stages" / stage / "metrics.json").read_text())["train"]["world_size"] == 2
+    # The second stage started from the model the first one saved, and nothing half-written is left.
+    assert (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in (out / "stages").iterdir()) == ["1-sentiment", "2-topic"]
+    assert not (out / ".hftransfer-lock").exists()  # released: a rerun is not refused as busy
 
 
 def test_forgetting_is_zero_when_the_later_stage_leaves_the_encoder_as_it_was(
