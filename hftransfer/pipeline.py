@@ -70,7 +70,7 @@ def train(source: str | Path | dict, overrides: list[str] | None = None, output_
                 recipe = stage_recipe(recipe, str(stage_dirs[-1]))
             stage_dirs.append(run_dir / rundir.STAGES / f"{i}-{name}")
             trained = _train_stage(name, recipe, stage_dirs[-1], resume, keep_checkpoints)
-            metrics = trained.metrics if trained is not None else metrics
+            metrics = trained.metrics if trained is not None else metrics  # what the others return
             _wait_for_main()  # the next stage starts from the model the main process saved
         if main:
             metrics = _pipeline_metrics(staged, stage_dirs)
@@ -88,8 +88,9 @@ def train(source: str | Path | dict, overrides: list[str] | None = None, output_
 
 def _wait_for_main() -> None:
     """Under a launch, every process waits here for the others (so for what the main process
-    writes); a no-op in a single process. (torch's barrier, not Accelerate's state: the state
-    is rebuilt for every stage's Trainer.)"""
+    writes); a no-op in a single process. torch's barrier, not Accelerate's: every stage's
+    ``TrainingArguments`` resets Accelerate's state, and a state built here without the
+    stage's settings does not wait in a CPU launch."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
 
