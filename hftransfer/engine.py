@@ -82,6 +82,11 @@ class Setup:
     splits: Any
     processor: Any
 
+    @property
+    def main_process(self) -> bool:
+        """Whether this process writes the run: the Trainer's own test (is_world_process_zero)."""
+        return self.args.process_index == 0
+
     def record(self) -> dict[str, Any]:
         """What a resumed run must find unchanged: the recipe (its name aside), the label set
         and the source model's config."""
@@ -196,7 +201,7 @@ def train(
     share_cpu_cores()
     setup = prepare(recipe, stage / rundir.CHECKPOINTS)
     check_distributed(setup.values)
-    main = setup.args.process_index == 0  # the Trainer's own test (is_world_process_zero)
+    main = setup.main_process
     record = setup.record()
     held = None
     if not main:  # only the main process writes; the others read the checkpoint to resume from

@@ -57,9 +57,9 @@ def train(source: str | Path | dict, overrides: list[str] | None = None, output_
         raise HFTransferError(f"output_dir is a directory path, got {output_dir!r}")
     run_dir = Path(output_dir) if output_dir is not None else Path("runs") / staged.name
     _check_not_own_source(staged, run_dir)
-    # Under accelerate launch every process trains every stage; only the main one (the
-    # Trainer's own test, as in engine.train) holds and writes the pipeline's directory.
-    main = setups[0].args.process_index == 0
+    # Under accelerate launch every process trains every stage; only the main one holds and
+    # writes the pipeline's directory.
+    main = setups[0].main_process
     held = _open(run_dir, staged, overwrite=overwrite, resume=resume) if main else None
     _wait_for_main()  # the others look at the directory once the main process has opened it
     try:

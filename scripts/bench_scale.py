@@ -25,6 +25,7 @@ from _bench import update_section  # noqa: E402
 TRAIN = [sys.executable, "-m", "hftransfer", "train", "recipes/quickstart.yaml", "train.disable_tqdm=true"]
 # No OMP_NUM_THREADS: one process takes every core, the processes of a launch share them (the kit's
 # own thread setting, which is what is measured).
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
 ENV = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -47,13 +48,12 @@ def main() -> None:
     wall = timed(TRAIN + ["--output-dir", str(out / "one-thread")], ENV | {"OMP_NUM_THREADS": "1"})
     rows.append(("1 process, one torch thread (`OMP_NUM_THREADS=1`)", wall, metrics(out / "one-thread")))
 
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-              "recipes/accelerate/cpu-2proc.yaml", "-m", "hftransfer", "train", "recipes/quickstart.yaml",
-              "train.disable_tqdm=true", "--output-dir", str(out / "two")]
+    launch = [*LAUNCH, "--config_file", "recipes/accelerate/cpu-2proc.yaml", "-m", "hftransfer", "train",
+              "recipes/quickstart.yaml", "train.disable_tqdm=true", "--output-dir", str(out / "two")]
     wall = timed(launch)
     rows.append(("2 CPU processes (`cpu-2proc.yaml`)", wall, metrics(out / "two")))
     # What the launcher costs before any worker starts: it imports torch first.
-    launcher = min(timed([sys.executable, "-m", "accelerate.commands.launch", "--help"]) for _ in range(3))
+    launcher = min(timed([*LAUNCH, "--help"]) for _ in range(3))
 
     # Kill -9 in the middle of epoch 2, after the epoch-1 checkpoint, then resume.
     killed = out / "killed"
@@ -78,18 +78,18 @@ def main() -> None:
     for name, seconds, m in rows:
         lines.append(f"| {name} | {seconds:.1f} | {m['train']['world_size']} × {m['train'].get('threads', '?')} | {m['train']['steps']} "
                      f"| {m['test']['accuracy']:.4f} | {m['test']['loss']:.4f} |")
+    trainable = rows[0][2]["params"]["trainable"]
     body = "\n".join(lines) + (
         f"\n\nThe killed run left no `metrics.json` before it was resumed: {'yes' if leftover else 'NO'}. "
         "The resumed row's wall time counts only the resumed process. Two processes on this "
         "2-core box split each global batch of 2 × 16 between them and one core each.\n\n"
-        f"Why two processes are not faster here: one process already runs its torch operations on both "
-        f"cores, {rows[1][1] / rows[0][1]:.2f}x faster than on one (second row). Splitting the cores between "
-        f"two processes could at best save what the second thread leaves unused, and two processes pay "
-        f"what one never does: `accelerate launch` takes {launcher:.1f} s to start before any worker does (`accelerate "
-        f"launch --help`, best of 3), and every optimizer step all-reduces all "
-        f"{rows[0][2]['params']['trainable']:,} gradients (fp32, {rows[0][2]['params']['trainable'] * 4 / 1e6:.0f} MB, "
-        "over gloo) on cores that are busy computing. More "
-        "processes pay off with more cores or GPUs than one process can use.\n\n"
+        "Why two processes are not faster here: one process already runs its torch operations on both "
+        f"cores, {rows[1][1] / rows[0][1]:.2f}x faster than on one (second row). Splitting the cores "
+        "between two processes could at best save what the second thread leaves unused, and two "
+        f"processes pay what one never does: `accelerate launch` takes {launcher:.1f} s to start before "
+        "any worker does (`accelerate launch --help`, best of 3), and every optimizer step all-reduces "
+        f"all {trainable:,} gradients (fp32, {trainable * 4 / 1e6:.0f} MB, over gloo) on cores that are "
+        "busy computing. More processes pay off with more cores or GPUs than one process can use.\n\n"
         "GPU (single-GPU bf16 config): not run; this project's tasks so far had no GPU machine.")
     update_section("Scaling out and resuming (quickstart)", "python scripts/bench_scale.py", body)
     print(body)
